@@ -1,0 +1,24 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set everything up first (cached).
+SHELL := /bin/bash
+LAKE ?= ./lake
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-realdata clean-lake
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	.venv/bin/socialrec run --lake $(LAKE)
+
+test: setup
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Long runs on ../shared/datasets (opt-in).
+test-realdata: setup
+	.venv/bin/python -m pytest -q -m realdata $(PYTEST_ARGS)
+
+clean-lake:
+	rm -rf $(LAKE)

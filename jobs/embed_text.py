@@ -1,0 +1,11 @@
+"""Job `embed_text`: item text -> pretrained-encoder vectors (Spark pandas UDF).
+
+Thin entry point for schedulers (Databricks tasks, spark-submit): every option of `socialrec run`
+applies, e.g. `--conf conf/databricks.yml --run-id RUN`.
+"""
+import sys
+
+from socialrec.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", "--stages", "embed_text", *sys.argv[1:]]))

@@ -1,0 +1,11 @@
+"""Job `train`: Ray Train fine-tuning of the recommender, fed by petastorm.
+
+Thin entry point for schedulers (Databricks tasks, spark-submit): every option of `socialrec run`
+applies, e.g. `--conf conf/databricks.yml --run-id RUN`.
+"""
+import sys
+
+from socialrec.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", "--stages", "train", *sys.argv[1:]]))

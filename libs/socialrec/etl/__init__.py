@@ -1,0 +1,1 @@
+"""Raw -> bronze -> silver: the synthetic source, ingestion and cleaning."""

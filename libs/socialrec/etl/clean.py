@@ -1,0 +1,205 @@
+"""bronze -> silver: validate each row against named rules, quarantine the failures with the rule's name,
+deduplicate on natural keys, normalise types and pseudonymise users. Every input row ends in exactly one of
+silver, quarantine or the duplicate count, so the three always add up to what came in."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from socialrec.etl.pseudonymise import hmac_sha256_hex, pseudonymisation_key
+from socialrec.run_context import RunContext
+
+EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+PHONE = r"\+?\d[\d\s().-]{7,}\d"
+RAW_COLUMNS = {"_source_file", "_ingested_at", "_batch_id"}
+
+
+def _blank(column: str) -> Column:
+    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+
+def parse_timestamp(raw: Column) -> Column:
+    """ISO-8601 text, or epoch seconds / milliseconds (13+ digits), to a UTC timestamp; null if unparsable."""
+    text = F.trim(raw)
+    digits = text.rlike(r"^\d{9,14}$")
+    epoch = F.when(F.length(text) >= 13, text.cast("double") / 1000).otherwise(text.cast("double"))
+    return F.when(digits, F.timestamp_seconds(epoch.cast("long"))).otherwise(F.try_to_timestamp(text))
+
+
+def first_failed_rule(rules: list[tuple[str, Column]]) -> Column:
+    """The name of the first rule a row breaks, or null when it breaks none."""
+    label = F.lit(None).cast("string")
+    for name, broken in reversed(rules):
+        label = F.when(F.coalesce(broken, F.lit(False)), F.lit(name)).otherwise(label)
+    return label
+
+
+def quarantine_rows(labelled: DataFrame, table: str, run_id: str) -> DataFrame:
+    raw_columns = [c for c in labelled.columns if not c.startswith("_") and c != "rule"]
+    return labelled.where(F.col("_rule").isNotNull()).select(
+        F.lit(table).alias("table"),
+        F.col("_rule").alias("rule"),
+        F.to_json(F.struct(*raw_columns)).alias("record"),
+        F.col("_source_file"),
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+def scrub_text(column: Column) -> Column:
+    """Free text must not carry contact details into silver."""
+    return F.regexp_replace(F.regexp_replace(column, EMAIL, "[email]"), PHONE, "[phone]")
+
+
+def _event_rules(conf: dict, ts: Column, event_type: Column, rating: Column) -> list[tuple[str, Column]]:
+    clean = conf["clean"]
+    low, high = clean["rating_range"]
+    latest = datetime.now(timezone.utc) + timedelta(hours=clean["future_tolerance_hours"])
+    return [
+        ("missing_user_id", _blank("user_id")),
+        ("missing_item_id", _blank("item_id")),
+        ("unparsable_timestamp", ts.isNull()),
+        ("timestamp_out_of_range",
+         (ts < F.lit(clean["min_valid_ts"]).cast("timestamp")) | (ts > F.lit(latest.replace(tzinfo=None)))),
+        ("unknown_event_type", ~event_type.isin(clean["event_types"])),
+        ("invalid_rating", ~_blank("rating") & (rating.isNull() | (rating < low) | (rating > high))),
+    ]
+
+
+def normalised_event_type(conf: dict) -> Column:
+    clean = conf["clean"]
+    text = F.lower(F.trim(F.col("event_type")))
+    aliases = F.create_map(*[F.lit(x) for pair in clean["event_type_aliases"].items() for x in pair])
+    mapped = F.coalesce(F.element_at(aliases, text), text)
+    return F.when(_blank("event_type"), F.lit(clean["default_event_type"])).otherwise(mapped)
+
+
+def _split(ctx: RunContext, labelled: DataFrame, table: str) -> tuple[DataFrame, DataFrame]:
+    labelled = labelled.persist()
+    return labelled, quarantine_rows(labelled, table, ctx.run_id)
+
+
+def clean_events(ctx: RunContext, key: bytes) -> tuple[DataFrame, DataFrame, int]:
+    bronze = ctx.lake.read("bronze.events")
+    ts, event_type = parse_timestamp(F.col("ts")), normalised_event_type(ctx.conf)
+    rating = F.expr("try_cast(rating as double)")
+    labelled = bronze.withColumn("_rule", first_failed_rule(_event_rules(ctx.conf, ts, event_type, rating)))
+    labelled, quarantined = _split(ctx, labelled, "events")
+    good = labelled.where(F.col("_rule").isNull()).select(
+        F.trim("user_id").alias("user_id"),
+        F.trim("item_id").alias("item_id"),
+        event_type.alias("event_type"),
+        ts.alias("ts"),
+        rating.alias("rating"),
+        scrub_text(F.col("review_text")).alias("review_text"),
+        F.col("session_id"),
+        F.col("_batch_id"),
+    )
+    natural_key = F.concat_ws("\u001f", "user_id", "item_id", F.col("ts").cast("string"), "event_type")
+    silver = (
+        good.withColumn("event_id", F.sha2(natural_key, 256))
+        .dropDuplicates(["event_id"])
+        .withColumn("user_key", hmac_sha256_hex(F.col("user_id"), key))
+        .select("event_id", "user_key", "item_id", "event_type", "ts", "rating", "review_text", "session_id",
+                "_batch_id")
+    )
+    return silver, quarantined, labelled.count()
+
+
+def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame) -> tuple[DataFrame, DataFrame, int]:
+    """Drop self-loops and edges to users with no events (dangling), each quarantined under its rule."""
+    bronze = ctx.lake.read("bronze.social")
+    src, dst = F.trim("src_user_id"), F.trim("dst_user_id")
+    known = known_users.select(F.col("user_id").alias("_known"))
+    with_src = bronze.join(known.withColumnRenamed("_known", "_src_known"), src == F.col("_src_known"), "left")
+    joined = with_src.join(known.withColumnRenamed("_known", "_dst_known"), dst == F.col("_dst_known"), "left")
+    rules = [
+        ("missing_user_id", _blank("src_user_id") | _blank("dst_user_id")),
+        ("self_loop", src == dst),
+        ("dangling_edge", F.col("_src_known").isNull() | F.col("_dst_known").isNull()),
+    ]
+    labelled = joined.withColumn("_rule", first_failed_rule(rules)).drop("_src_known", "_dst_known")
+    labelled, quarantined = _split(ctx, labelled, "social")
+    relation = F.coalesce(F.lower(F.trim("relation")), F.lit("friend"))
+    silver = (
+        labelled.where(F.col("_rule").isNull())
+        .select(src.alias("src"), dst.alias("dst"), relation.alias("relation"), parse_timestamp(F.col("ts")).alias("ts"))
+        .dropDuplicates(["src", "dst"])
+        .select(hmac_sha256_hex(F.col("src"), key).alias("src_user_key"),
+                hmac_sha256_hex(F.col("dst"), key).alias("dst_user_key"), "relation", "ts")
+    )
+    return silver, quarantined, labelled.count()
+
+
+def clean_items(ctx: RunContext) -> tuple[DataFrame, DataFrame, int]:
+    bronze = ctx.lake.read("bronze.items")
+    price = F.expr("try_cast(price as double)")
+    rules = [
+        ("missing_item_id", _blank("item_id")),
+        ("invalid_price", ~_blank("price") & (price.isNull() | (price < 0))),
+    ]
+    labelled, quarantined = _split(ctx, bronze.withColumn("_rule", first_failed_rule(rules)), "items")
+    text = lambda c: F.when(_blank(c), None).otherwise(scrub_text(F.trim(c)))  # noqa: E731
+    silver = (
+        labelled.where(F.col("_rule").isNull())
+        .select(F.trim("item_id").alias("item_id"), text("title").alias("title"),
+                text("description").alias("description"), F.lower(F.trim("category")).alias("category"),
+                F.trim("brand").alias("brand"), price.alias("price"))
+        .dropDuplicates(["item_id"])
+    )
+    return silver, quarantined, labelled.count()
+
+
+def clean(ctx: RunContext) -> dict:
+    """Clean every bronze table present, then commit silver tables and the quarantine in one go each."""
+    key = pseudonymisation_key(ctx.conf["clean"]["pseudonymisation"])
+    figures = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0, "tables": {}}
+    events, quarantined, events_in = clean_events(ctx, key)
+    outputs = [("events", events, quarantined, events_in)]
+    if ctx.lake.exists("bronze.social"):
+        known_users = ctx.lake.read("bronze.events").select(F.trim("user_id").alias("user_id")).distinct()
+        outputs.append(("social", *clean_social(ctx, key, known_users)))
+    if ctx.lake.exists("bronze.items"):
+        outputs.append(("items", *clean_items(ctx)))
+
+    checked = []
+    for table, silver, quarantine, rows_in in outputs:
+        silver = silver.persist()
+        rows_out, rows_quarantined = silver.count(), quarantine.count()
+        table_figures = {"rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": rows_quarantined,
+                         "rows_duplicates": rows_in - rows_out - rows_quarantined}
+        figures["tables"][table] = table_figures
+        for name in table_figures:
+            figures[name] += table_figures[name]
+        checked.append((table, silver, quarantine))
+    quarantined = checked[0][2]
+    for _, _, quarantine in checked[1:]:
+        quarantined = quarantined.unionByName(quarantine)
+    figures["quarantine_by_rule"] = {
+        f"{row['table']}.{row['rule']}": row["count"] for row in quarantined.groupBy("table", "rule").count().collect()
+    }
+    # Judge the whole batch before committing any of it, so a broken source leaves silver untouched.
+    _check_quarantine_share(ctx.conf, figures)
+    for table, silver, _ in checked:
+        ctx.commit(f"silver.{table}", silver)
+        silver.unpersist()
+    ctx.commit("silver.quarantine", quarantined, mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
+    return figures
+
+
+class QuarantineThresholdExceeded(RuntimeError):
+    """Too large a share of a table was quarantined: the source is probably broken, not just dirty."""
+
+
+def _check_quarantine_share(conf: dict, figures: dict) -> None:
+    limit = conf["quality"]["max_quarantine_fraction"]
+    for table, stats in figures["tables"].items():
+        share = stats["rows_quarantined"] / max(stats["rows_in"], 1)
+        if share > limit:
+            reasons = {k: v for k, v in figures["quarantine_by_rule"].items() if k.startswith(f"{table}.")}
+            raise QuarantineThresholdExceeded(
+                f"silver.{table}: {share:.1%} of {stats['rows_in']} rows quarantined, above the limit of "
+                f"{limit:.1%} (quality.max_quarantine_fraction); by rule: {reasons}"
+            )

@@ -1,0 +1,1 @@
+"""Full-ranking evaluation shared by every model and baseline."""

@@ -1,0 +1,41 @@
+"""Full-ranking metrics from the rank of each user's held-out item (no sampled negatives).
+
+Each user has one held-out item (leave-last-out), so Recall@K is the hit rate, NDCG@K is 1/log2(rank+2)
+when the item ranks inside K, and MRR is the mean reciprocal rank over the whole catalogue.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: list | None = None) -> np.ndarray:
+    """0-based rank of each target among all items, after removing each user's excluded items.
+
+    `scores` is [users, items] (column 0, the padding id, never counts); `excluded[u]` holds item ids the user
+    already interacted with (the target itself is never excluded). Ties count against the target, so a model
+    that scores everything equally does not look good.
+    """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores[:, 0] = -np.inf
+    rows = np.arange(len(targets))
+    if excluded is not None:
+        for row, items in enumerate(excluded):
+            items = np.asarray(items, dtype=np.int64)
+            items = items[(items > 0) & (items != targets[row])]
+            scores[row, items] = -np.inf
+    target_scores = scores[rows, targets]
+    return (scores >= target_scores[:, None]).sum(axis=1) - 1
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks=(10, 20)) -> dict[str, float]:
+    """Recall@K, NDCG@K for each K, and MRR, averaged over users."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if len(ranks) == 0:
+        return {**{f"recall@{k}": 0.0 for k in ks}, **{f"ndcg@{k}": 0.0 for k in ks}, "mrr": 0.0}
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"recall@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    return out

@@ -1,0 +1,1 @@
+"""silver -> gold: behaviour sequences, temporal split, item text, social neighbours, text embeddings."""

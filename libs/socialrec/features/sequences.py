@@ -1,0 +1,194 @@
+"""silver -> gold: item vocabulary, per-user collapsed histories with the leave-last-out split, social
+neighbours with their recent items, the padded training table petastorm reads, and the item text."""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from socialrec.run_context import RunContext
+
+
+def event_type_code(conf: dict) -> Column:
+    """1 + position in clean.event_types (0 stays the padding code)."""
+    codes = F.create_map(*[F.lit(x) for i, t in enumerate(conf["clean"]["event_types"]) for x in (t, i + 1)])
+    return F.element_at(codes, F.col("event_type"))
+
+
+def event_strength(conf: dict) -> Column:
+    strengths = F.create_map(*[F.lit(x) for pair in conf["features"]["event_strength"].items() for x in pair])
+    return F.coalesce(F.element_at(strengths, F.col("event_type")), F.lit(1))
+
+
+def collapsed_steps(events: DataFrame, conf: dict) -> DataFrame:
+    """One step per run of consecutive events on the same item: strongest event type, first timestamp.
+
+    A view -> click -> cart -> purchase funnel is one decision about one item, so it is one step; otherwise
+    "predict the next event" degenerates into "repeat the current item".
+    """
+    by_user = Window.partitionBy("user_key").orderBy("ts", "event_id")
+    marked = (
+        events.withColumn("_new_step", (F.lag("item_id").over(by_user).isNull()
+                                        | (F.lag("item_id").over(by_user) != F.col("item_id"))).cast("int"))
+        .withColumn("step", F.sum("_new_step").over(by_user))
+        .withColumn("_strength", event_strength(conf))
+        .withColumn("_code", event_type_code(conf))
+    )
+    return marked.groupBy("user_key", "step").agg(
+        F.first("item_id").alias("item_id"),
+        F.min("ts").alias("ts"),
+        F.max(F.struct("_strength", "_code")).getField("_code").alias("event_type"),
+    )
+
+
+def item_index(events: DataFrame, items: DataFrame | None) -> DataFrame:
+    """Dense ids 1..N for every item seen in events or listed in the catalogue (cold items included)."""
+    ids = events.select("item_id")
+    if items is not None:
+        ids = ids.unionByName(items.select("item_id"))
+    ids = ids.distinct()
+    indexed = ids.withColumn("item_idx", F.row_number().over(Window.orderBy("item_id")).cast("int"))
+    if items is None:
+        return indexed.withColumn("category", F.lit(None).cast("string")).withColumn("has_text", F.lit(False))
+    has_text = F.coalesce(F.col("title").isNotNull() | F.col("description").isNotNull(), F.lit(False))
+    catalogue = items.select("item_id", "category", has_text.alias("has_text"))
+    return indexed.join(catalogue, "item_id", "left").fillna({"has_text": False})
+
+
+def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, conf: dict) -> DataFrame:
+    """Arrays over each user's whole history plus the validation and test items (0 when too short)."""
+    min_steps = conf["features"]["min_events_per_user"]
+    prev_ts = F.lag("ts").over(Window.partitionBy("user_key").orderBy("step"))
+    minutes = (F.col("ts").cast("long") - prev_ts.cast("long")) / 60.0
+    gap = F.when(prev_ts.isNull(), 1).otherwise(1 + F.least(F.lit(20), F.floor(F.log2(1 + minutes)))).cast("int")
+    coded = (
+        steps.join(index.select("item_id", "item_idx"), "item_id")
+        .withColumn("hour", (F.hour("ts") + 1).cast("int"))
+        .withColumn("gap", gap)
+    )
+    ordered = F.array_sort(F.collect_list(F.struct("step", "item_idx", "event_type", "hour", "gap",
+                                                   F.col("ts").cast("long").alias("epoch"))))
+    users = coded.groupBy("user_key").agg(ordered.alias("_h"))
+    users = users.select(
+        "user_key",
+        F.col("_h.item_idx").alias("items"),
+        F.col("_h.event_type").alias("event_types"),
+        F.col("_h.hour").alias("hours"),
+        F.col("_h.gap").alias("gaps"),
+        F.col("_h.epoch").alias("ts"),
+        F.size("_h").alias("n_steps"),
+    )
+    holdout = F.col("n_steps") >= min_steps
+    users = (
+        users.withColumn("valid_item", F.when(holdout, F.element_at("items", -2)).otherwise(0))
+        .withColumn("test_item", F.when(holdout, F.element_at("items", -1)).otherwise(0))
+        .withColumn("user_idx", F.row_number().over(Window.orderBy("user_key")).cast("int"))
+    )
+    bought = purchases.join(index, "item_id").groupBy("user_key").agg(
+        F.array_sort(F.collect_set("item_idx")).alias("purchased"))
+    return users.join(bought, "user_key", "left").withColumn(
+        "purchased", F.coalesce("purchased", F.array().cast("array<int>")))
+
+
+def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict) -> DataFrame:
+    """Each user's friends and the friends' most recent items before the user's validation step.
+
+    The cut-off keeps the friends' later activity (which may include the user's own test item, bought
+    together) out of the model's inputs, so social signal cannot leak the answer.
+    """
+    limit = conf["features"]["max_friends"]
+    empty = users.select("user_key", "user_idx", F.array().cast("array<int>").alias("friends"),
+                         F.array().cast("array<int>").alias("friend_items"))
+    if social is None:
+        return empty
+    cutoff = F.when(F.col("test_item") > 0, F.element_at("ts", -2)).otherwise(F.lit(2**62))
+    me = users.select("user_key", "user_idx", cutoff.alias("cutoff"))
+    friend_ids = users.select(F.col("user_key").alias("dst_user_key"), F.col("user_idx").alias("friend_idx"),
+                              F.col("n_steps").alias("friend_steps"))
+    edges = (
+        social.select(F.col("src_user_key").alias("user_key"), "dst_user_key").distinct()
+        .join(friend_ids, "dst_user_key")
+        .withColumn("_rank", F.row_number().over(
+            Window.partitionBy("user_key").orderBy(F.desc("friend_steps"), "friend_idx")))
+        .where(F.col("_rank") <= limit)
+    )
+    friend_events = users.select(F.col("user_idx").alias("friend_idx"),
+                                 F.explode(F.arrays_zip("items", "ts")).alias("e"))
+    recent = (
+        edges.join(me, "user_key").join(friend_events, "friend_idx")
+        .where(F.col("e.ts") < F.col("cutoff"))
+        .groupBy("user_key", F.col("e.items").alias("item_idx")).agg(F.max("e.ts").alias("last_ts"))
+        .withColumn("_rank", F.row_number().over(Window.partitionBy("user_key").orderBy(F.desc("last_ts"), "item_idx")))
+        .where(F.col("_rank") <= limit)
+        .groupBy("user_key").agg(F.array_sort(F.collect_list(F.struct("last_ts", "item_idx"))).alias("_r"))
+        .select("user_key", F.col("_r.item_idx").alias("friend_items"))
+    )
+    friends = edges.groupBy("user_key").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
+    return (
+        users.select("user_key", "user_idx").join(friends, "user_key", "left").join(recent, "user_key", "left")
+        .select("user_key", "user_idx",
+                F.coalesce("friends", F.array().cast("array<int>")).alias("friends"),
+                F.coalesce("friend_items", F.array().cast("array<int>")).alias("friend_items"))
+    )
+
+
+def padded(column: str, end: Column, length: int) -> Column:
+    """The `length` values before position `end` (1-based, exclusive), left-padded with zeros."""
+    start = F.greatest(F.lit(1), end - F.lit(length))
+    window = F.slice(F.col(column), start, end - start)
+    return F.concat(F.array_repeat(F.lit(0), F.lit(length) - F.size(window)), window)
+
+
+def train_examples(histories: DataFrame, conf: dict) -> DataFrame:
+    """One fixed-length row per user: the history before the validation item (the whole history when the
+    user has no holdout), so training never sees validation or test items."""
+    length, friends = conf["features"]["max_seq_len"], conf["features"]["max_friends"]
+    end = F.when(F.col("test_item") > 0, F.col("n_steps") - 1).otherwise(F.col("n_steps") + 1)
+    rows = histories.where(F.when(F.col("test_item") > 0, F.col("n_steps") - 2).otherwise(F.col("n_steps")) >= 2)
+    friend_items = F.slice(F.col("friend_items"), 1, friends)
+    return rows.select(
+        "user_idx",
+        *[padded(c, end, length).alias(c) for c in ("items", "event_types", "hours", "gaps")],
+        F.concat(F.array_repeat(F.lit(0), F.lit(friends) - F.size(friend_items)), friend_items).alias("friend_items"),
+    )
+
+
+def item_text(index: DataFrame, items: DataFrame | None) -> DataFrame | None:
+    """Title, description and category as one passage; items with no text are absent, never made up."""
+    if items is None:
+        return None
+    text = F.concat_ws(". ", "title", "description", F.when(F.col("category").isNotNull(),
+                                                             F.concat(F.lit("Category: "), "category")))
+    return (items.where(F.col("title").isNotNull() | F.col("description").isNotNull())
+            .join(index.select("item_id", "item_idx"), "item_id")
+            .select("item_idx", "item_id", text.alias("text")))
+
+
+def build_features(ctx: RunContext) -> dict:
+    conf, lake = ctx.conf, ctx.lake
+    events = lake.read("silver.events")
+    items = lake.read("silver.items") if lake.exists("silver.items") else None
+    social = lake.read("silver.social") if lake.exists("silver.social") else None
+
+    index = item_index(events, items).persist()
+    steps = collapsed_steps(events, conf)
+    purchases = events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
+    histories = user_histories(steps, index, purchases, conf).persist()
+    neighbours = social_neighbours(social, histories, conf).persist()
+    histories = histories.join(neighbours.select("user_key", "friend_items"), "user_key", "left")
+
+    # Popularity counts training interactions only (the test item of each user is held out).
+    train_items = histories.select(F.explode(F.slice("items", 1, F.when(F.col("test_item") > 0, F.col("n_steps") - 1)
+                                                     .otherwise(F.col("n_steps")))).alias("item_idx"))
+    popularity = train_items.groupBy("item_idx").agg(F.count("*").cast("long").alias("popularity"))
+    index = index.join(popularity, "item_idx", "left").fillna({"popularity": 0})
+
+    ctx.commit("gold.item_index", index.select("item_idx", "item_id", "category", "popularity", "has_text"))
+    ctx.commit("gold.user_sequences", histories)
+    ctx.commit("gold.social_neighbours", neighbours)
+    ctx.commit("gold.train_examples", train_examples(histories, conf), files=conf["features"]["train_files"])
+    text = item_text(index, items)
+    if text is not None:
+        ctx.commit("gold.item_text", text)
+    figures = {name: ctx.report.tables[name]["rows"] for name in ctx.report.tables if name.startswith("gold.")}
+    figures["rows_out"] = ctx.report.tables["gold.user_sequences"]["rows"]
+    return figures

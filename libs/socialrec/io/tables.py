@@ -1,0 +1,78 @@
+"""The lake: logical table names from config mapped to Delta paths (local) or catalog tables (Databricks)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+
+class Lake:
+    """Reads and writes the pipeline's Delta tables by logical name (`silver.events`)."""
+
+    def __init__(self, spark: SparkSession, conf: dict):
+        self.spark = spark
+        self.root = str(Path(conf["lake"]["root"]).resolve()) if conf["lake"]["root"] else None
+        self.tables: dict[str, str] = conf["lake"]["tables"]
+        self.conf = conf
+
+    def location(self, name: str) -> str:
+        """A filesystem path under the lake root, or a `catalog.schema.table` identifier."""
+        if name not in self.tables:
+            raise KeyError(f"unknown table {name!r}: add it to lake.tables in the config")
+        target = self.tables[name]
+        return target if self._is_identifier(target) else str(Path(self.root) / target)
+
+    def directory(self, setting: str) -> Path:
+        """A working folder under the lake root (reports, checkpoints, staging)."""
+        path = Path(self.root) / self.conf["lake"][setting]
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @staticmethod
+    def _is_identifier(target: str) -> bool:
+        return "/" not in target and target.count(".") == 2
+
+    def exists(self, name: str) -> bool:
+        target = self.location(name)
+        if self._is_identifier(target):
+            return self.spark.catalog.tableExists(target)
+        return DeltaTable.isDeltaTable(self.spark, target)
+
+    def read(self, name: str) -> DataFrame:
+        target = self.location(name)
+        if self._is_identifier(target):
+            return self.spark.read.table(target)
+        return self.spark.read.format("delta").load(target)
+
+    def delta(self, name: str) -> DeltaTable:
+        target = self.location(name)
+        if self._is_identifier(target):
+            return DeltaTable.forName(self.spark, target)
+        return DeltaTable.forPath(self.spark, target)
+
+    def write(self, name: str, df: DataFrame, mode: str = "overwrite", partition_by: list[str] | None = None,
+              replace_where: str | None = None, files: int | None = None) -> int:
+        """Commit `df` to the table as one Delta transaction and return the new version."""
+        if files:
+            df = df.repartition(files)
+        writer = df.write.format("delta").mode(mode)
+        if mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true") if not replace_where else writer
+        if replace_where:
+            writer = writer.option("replaceWhere", replace_where)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        target = self.location(name)
+        if self._is_identifier(target):
+            writer.saveAsTable(target)
+        else:
+            writer.save(target)
+        return self.version(name)
+
+    def version(self, name: str) -> int:
+        return int(self.delta(name).history(1).select("version").first()[0])
+
+    def snapshot_files(self, name: str) -> list[str]:
+        """Absolute Parquet file URIs of the table's current snapshot (what petastorm reads)."""
+        return sorted(self.read(name).inputFiles())

@@ -1,0 +1,1 @@
+"""Data-quality gates: declarative expectation suites per table, validated with Great Expectations."""

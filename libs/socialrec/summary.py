@@ -1,0 +1,31 @@
+"""The closing summary printed after a run: what was written, what passed, how good the model is."""
+from __future__ import annotations
+
+from socialrec.run_context import RunReport
+
+
+def closing_summary(report: RunReport, conf: dict) -> str:
+    lines = [f"\nrun {report.run_id}: {report.status}", "", "tables (rows, Delta version):"]
+    for name, info in sorted(report.tables.items()):
+        lines.append(f"  {name:<26} {info['rows']:>10,}  v{info['version']}  {info['path']}")
+    passed = sum(1 for gate in report.gates.values() if gate["success"])
+    lines.append(f"\nquality gates: {passed}/{len(report.gates)} passed")
+    clean = report.stages.get("clean")
+    if clean and clean.get("status") == "ok":
+        lines.append(f"clean: {clean['rows_in']:,} in = {clean['rows_out']:,} out + {clean['rows_quarantined']:,} "
+                     f"quarantined + {clean['rows_duplicates']:,} duplicates")
+    if report.metrics:
+        names = list(report.metrics)
+        keys = list(report.metrics[names[0]])
+        lines.append("\nmetrics (test split, full ranking):")
+        lines.append("  " + f"{'':<12}" + "".join(f"{k:>11}" for k in keys))
+        for name in names:
+            lines.append("  " + f"{name:<12}" + "".join(f"{report.metrics[name].get(k, 0):>11.4f}" for k in keys))
+    root = conf["lake"]["root"]
+    lines += [
+        f"\noutputs: Delta tables under {root}; run report {root}/{conf['lake']['reports_dir']}/{report.run_id}.json",
+        "query:   spark.read.format('delta').load('"
+        + report.tables.get("gold.recommendations", {}).get("path", f"{root}/gold/recommendations") + "')",
+        "         or without Spark: deltalake.DeltaTable(path).to_pandas()",
+    ]
+    return "\n".join(lines)

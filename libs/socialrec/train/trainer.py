@@ -1,0 +1,302 @@
+"""Data-parallel training of the recommender: Ray Train workers each stream their petastorm shard of one
+gold.train_examples snapshot, DDP averages gradients, rank 0 validates every epoch, and the best epoch's
+model is exported in `save_checkpoint` format for scoring.
+
+Epochs are numbered from 0, so `history[best_epoch]` is the best epoch's metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs
+import pyarrow.parquet as pq
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from socialrec.model.recommender import WEIGHTS_FILE, SocialSequenceRecommender, load_checkpoint, save_checkpoint
+
+TRAIN_COLUMNS = ("items", "event_types", "hours", "gaps", "friend_items")
+TRAIN_STATE_FILE = "train_state.pt"
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: str          # output_dir/best, loadable with load_checkpoint
+    best_epoch: int              # 0-based index into history
+    history: list[dict]          # one dict of reported metrics per finished epoch
+    samples_per_second: float    # training examples per second over all workers (validation excluded)
+    seconds: float               # wall time of the whole fit
+
+
+def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str, np.ndarray],
+                      valid_targets: np.ndarray, n_items: int, text_embeddings: np.ndarray | None,
+                      output_dir: str) -> TrainResult:
+    """Train on the Parquet files of one gold.train_examples snapshot; validate on `valid_inputs` windows
+    (build_inputs output) against `valid_targets` (item ids, 0 = skip the user)."""
+    train_conf = conf["train"]
+    output_dir = Path(output_dir).resolve()
+    urls = [as_url(path) for path in train_files]
+    score_name = f"ndcg@{train_conf['valid_k']}"
+    started_ray = connect_ray(train_conf)
+    try:
+        rows = sum(read_parquet_metadata(url).num_rows for url in urls)
+        steps_per_epoch = math.ceil(rows / train_conf["num_workers"] / train_conf["batch_size"])
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={
+                "conf": conf, "urls": urls, "n_items": n_items, "steps_per_epoch": steps_per_epoch,
+                # Object refs: the arrays go through the object store once instead of inside every worker's config.
+                "valid_ref": ray.put((valid_inputs, np.asarray(valid_targets, dtype=np.int64))),
+                "text_ref": ray.put(text_embeddings),
+            },
+            scaling_config=ScalingConfig(num_workers=train_conf["num_workers"], use_gpu=train_conf["use_gpu"],
+                                         resources_per_worker={"CPU": train_conf["cpus_per_worker"]}),
+            run_config=RunConfig(
+                name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+                storage_path=str(output_dir / "ray_results"),
+                checkpoint_config=CheckpointConfig(num_to_keep=train_conf["keep_checkpoints"],
+                                                   checkpoint_score_attribute=score_name,
+                                                   checkpoint_score_order="max"),
+                failure_config=FailureConfig(max_failures=train_conf["max_failures"]),
+            ),
+        )
+        started = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - started
+
+        best_dir = output_dir / "best"
+        with result.get_best_checkpoint(metric=score_name, mode="max").as_directory() as directory:
+            model, meta = load_checkpoint(directory)
+        save_checkpoint(best_dir, model, meta)
+        with result.checkpoint.as_directory() as directory:
+            history = json.loads((Path(directory) / HISTORY_FILE).read_text())
+    finally:
+        if started_ray:
+            ray.shutdown()
+    train_seconds = sum(epoch["train_seconds"] for epoch in history)
+    return TrainResult(
+        checkpoint_dir=str(best_dir), best_epoch=int(meta["epoch"]), history=history,
+        samples_per_second=sum(epoch["samples"] for epoch in history) / train_seconds if train_seconds else 0.0,
+        seconds=seconds,
+    )
+
+
+def connect_ray(train_conf: dict) -> bool:
+    """Join `train.ray_address`, or start a local Ray sized to this machine; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    if train_conf["ray_address"]:
+        ray.init(address=train_conf["ray_address"])
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    return True
+
+
+def as_url(path: str) -> str:
+    """petastorm wants URLs: plain paths become absolute file:// URLs, URLs pass through."""
+    return path if "://" in path else Path(path).resolve().as_uri()
+
+
+def read_parquet_metadata(url: str):
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(url)
+    return pq.read_metadata(path, filesystem=filesystem)
+
+
+def warmup_then_cosine(warmup_steps: int, total_steps: int):
+    """LR factor: linear ramp over the warm-up steps, then cosine decay to 0 at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def train_worker(config: dict) -> None:
+    """The per-worker loop run by TorchTrainer (resumes from the latest Ray checkpoint after a failure)."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm")  # legacy pyarrow API notices
+    conf = config["conf"]
+    train_conf = conf["train"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    use_gpu = train_conf["use_gpu"]
+    if not use_gpu:
+        torch.set_num_threads(max(1, int(train_conf["cpus_per_worker"])))
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(train_conf["seed"])  # identical initial weights on every rank
+    model = SocialSequenceRecommender(conf["model"], config["n_items"], conf["features"]["max_seq_len"],
+                                      ray.get(config["text_ref"]))
+    state, history = restore(model, ray.train.get_checkpoint())
+    torch.manual_seed(train_conf["seed"] + rank)  # different dropout noise per rank
+    # The frozen text table is a buffer: broadcasting it before every step would only cost bandwidth.
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    module = getattr(model, "module", model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=train_conf["lr"], weight_decay=train_conf["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine(
+        train_conf["warmup_steps"], config["steps_per_epoch"] * train_conf["epochs"]))
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    step = state["step"] if state else 0
+    early = state["early_stopping"] if state else {"best": -1.0, "best_epoch": -1, "epochs_without_gain": 0}
+    valid_inputs, valid_targets = ray.get(config["valid_ref"])
+    score_name = f"ndcg@{train_conf['valid_k']}"
+
+    for epoch in range(state["epoch"] + 1 if state else 0, train_conf["epochs"]):
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        samples = 0
+        # Shards differ in size: join lets a rank that ran out shadow DDP's all-reduces instead of hanging.
+        with model.join() if world_size > 1 else contextlib.nullcontext():
+            for batch in shard_batches(config["urls"], rank, world_size, train_conf["seed"] + epoch,
+                                       train_conf, device):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_gpu):
+                    loss = model(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                batch_rows = len(batch["items"])
+                loss_sum += loss.detach().float() * batch_rows
+                samples += batch_rows
+        train_seconds = time.perf_counter() - started
+        loss_sum, samples = all_sum([loss_sum.item(), samples], device)
+
+        metrics = validate(module, valid_inputs, valid_targets, train_conf, device) if rank == 0 else None
+        metrics = broadcast_from_rank0(metrics)
+        metrics.update(epoch=epoch, step=step, train_loss=loss_sum / max(samples, 1), samples=int(samples),
+                       train_seconds=train_seconds, samples_per_second=samples / train_seconds,
+                       lr=scheduler.get_last_lr()[0])
+        history.append(metrics)
+        if metrics[score_name] > early["best"]:
+            early = {"best": metrics[score_name], "best_epoch": epoch, "epochs_without_gain": 0}
+        else:
+            early["epochs_without_gain"] += 1
+
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                save_checkpoint(directory, module, {"epoch": epoch, "metrics": metrics})
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                            "epoch": epoch, "config": conf, "early_stopping": early},
+                           Path(directory) / TRAIN_STATE_FILE)
+                (Path(directory) / HISTORY_FILE).write_text(json.dumps(history, indent=2))
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if early["epochs_without_gain"] >= train_conf["patience"]:
+            break
+
+
+def restore(model: SocialSequenceRecommender, checkpoint: Checkpoint | None) -> tuple[dict | None, list[dict]]:
+    """Load weights from a Ray checkpoint into `model`; return its training state and metric history."""
+    if checkpoint is None:
+        return None, []
+    with checkpoint.as_directory() as directory:
+        directory = Path(directory)
+        model.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        state = torch.load(directory / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+        history = json.loads((directory / HISTORY_FILE).read_text())
+    return state, history
+
+
+def shard_batches(urls: list[str], rank: int, world_size: int, seed: int, train_conf: dict, device):
+    """This rank's petastorm shard as shuffled torch batches of `train.batch_size` rows."""
+    from petastorm import make_batch_reader
+
+    with make_batch_reader(urls, cur_shard=rank, shard_count=world_size, num_epochs=1,
+                           reader_pool_type="thread", workers_count=1, shuffle_row_groups=True, seed=seed,
+                           schema_fields=list(TRAIN_COLUMNS)) as reader:
+        # petastorm 0.13.1 race: a read that starts while the ventilator is still queueing row groups can end at
+        # once with no rows (~15% of reads on 2 cores). Queueing is immediate and unbounded, so wait for it.
+        while not reader.ventilator.completed():
+            time.sleep(0.001)
+        chunks = ({name: np.asarray(getattr(chunk, name), dtype=np.int64) for name in TRAIN_COLUMNS}
+                  for chunk in reader)
+        rng = np.random.default_rng(seed * 1000 + rank)
+        for batch in shuffled_batches(chunks, train_conf["batch_size"], train_conf["shuffle_buffer"], rng):
+            yield {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
+
+
+def shuffled_batches(chunks, batch_size: int, buffer_rows: int, rng: np.random.Generator):
+    """Re-batch column chunks, shuffling rows within a buffer of about `buffer_rows` rows: petastorm only
+    shuffles the order of row groups, and a row group is often all of one file."""
+    buffer: list[dict[str, np.ndarray]] = []
+    buffered = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        buffered += len(chunk["items"])
+        if buffered >= buffer_rows:
+            rows = shuffle_rows(buffer, rng)
+            complete = buffered // batch_size * batch_size
+            for start in range(0, complete, batch_size):
+                yield {name: values[start:start + batch_size] for name, values in rows.items()}
+            buffer = [{name: values[complete:] for name, values in rows.items()}]
+            buffered -= complete
+    if buffered:
+        rows = shuffle_rows(buffer, rng)
+        for start in range(0, buffered, batch_size):
+            yield {name: values[start:start + batch_size] for name, values in rows.items()}
+
+
+def shuffle_rows(chunks: list[dict[str, np.ndarray]], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    order = None
+    merged = {}
+    for name in chunks[0]:
+        values = np.concatenate([chunk[name] for chunk in chunks])
+        order = rng.permutation(len(values)) if order is None else order
+        merged[name] = values[order]
+    return merged
+
+
+def validate(model: SocialSequenceRecommender, valid_inputs: dict[str, np.ndarray], valid_targets: np.ndarray,
+             train_conf: dict, device) -> dict[str, float]:
+    """Full-ranking Recall/NDCG@valid_k (and MRR), each user's input items excluded except the target.
+    Scored in float32: bf16 scores would tie and, ties counting against the target, understate the model."""
+    keep = valid_targets > 0
+    inputs = {name: values[keep] for name, values in valid_inputs.items()}
+    targets = valid_targets[keep]
+    ranks = [np.zeros(0, dtype=np.int64)]
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(targets), train_conf["valid_batch_size"]):
+            window = slice(start, start + train_conf["valid_batch_size"])
+            batch = {name: torch.from_numpy(values[window]).to(device) for name, values in inputs.items()}
+            scores = model.score_all(batch).float().cpu().numpy()
+            ranks.append(target_ranks(scores, targets[window], excluded=inputs["items"][window]))
+    return metrics_from_ranks(np.concatenate(ranks), ks=(train_conf["valid_k"],))
+
+
+def all_sum(values: list[float], device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def broadcast_from_rank0(value):
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Idempotent, cached setup: a Python environment keyed by the hash of the dependency files, living outside
+# the clone (so CI and later clones reuse it), linked as ./.venv; the Delta Lake jars from Maven Central.
+# A half-finished install is never used: each piece is built in a temporary folder and renamed when complete.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE_ROOT="${SOCIALREC_CACHE:-$HOME/.cache/socialrec}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+# The Delta jar release on Maven Central that matches the pinned delta-spark Python package (4.4.1 was
+# published to PyPI only; its Python API is the same as the 4.4.0 jar's).
+DELTA_JAR_VERSION="4.4.0"
+SPARK_LINE="4.0"   # delta-spark names its jar by Spark line; pyspark is pinned to 4.0.x in requirements.txt
+SCALA="2.13"
+
+# Bump ENV_LAYOUT when the way the environment is built changes (not needed for requirement edits).
+ENV_LAYOUT=1
+env_key="$( (cat requirements.txt requirements-nodeps.txt; "$PYTHON" -V; echo "$ENV_LAYOUT") | sha256sum | cut -c1-16)"
+env_dir="$CACHE_ROOT/envs/$env_key"
+mkdir -p "$CACHE_ROOT/envs" "$CACHE_ROOT/jars"
+
+if [ ! -x "$env_dir/bin/python" ]; then
+  echo "[setup] creating Python environment $env_dir (one-off, a few minutes)"
+  tmp="$env_dir.tmp.$$"
+  rm -rf "$tmp"
+  "$PYTHON" -m venv "$tmp"
+  pip_install() { "$tmp/bin/python" -m pip install --quiet --disable-pip-version-check "$@"; }
+  pip_install --upgrade pip wheel "setuptools<80"
+  # torch first and pinned, so pip never backtracks into another build; a CPU wheel in PIP_FIND_LINKS wins.
+  pip_install "$(grep '^torch==' requirements.txt)"
+  pip_install -r requirements.txt
+  pip_install --no-deps -r requirements-nodeps.txt
+  # The venv is relocated by rename: rewrite the absolute paths baked into its scripts.
+  grep -rlI --null "$tmp" "$tmp/bin" | xargs -0 -r sed -i "s#$tmp#$env_dir#g"
+  rm -rf "$env_dir"
+  mv "$tmp" "$env_dir"
+  echo "[setup] environment ready"
+fi
+ln -sfn "$env_dir" .venv
+
+# Register this clone's package (editable) in the shared environment; cheap, redone only when the clone moves.
+marker="$env_dir/.socialrec_source"
+if [ "$(cat "$marker" 2>/dev/null)" != "$PWD" ] || [ ! -x .venv/bin/socialrec ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$PWD" > "$marker"
+fi
+
+# Delta Lake JVM jars from Maven Central, cached.
+jar_dir="$CACHE_ROOT/jars/delta-$DELTA_JAR_VERSION"
+if [ ! -f "$jar_dir/.complete" ]; then
+  echo "[setup] fetching Delta Lake $DELTA_JAR_VERSION jars from Maven Central"
+  command -v mvn >/dev/null 2>&1 || { echo "[setup] ERROR: Maven (mvn) is required to fetch the Delta Lake jars" >&2; exit 1; }
+  tmp="$jar_dir.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  for artifact in "io.delta:delta-spark_${SPARK_LINE}_${SCALA}:$DELTA_JAR_VERSION" "io.delta:delta-storage:$DELTA_JAR_VERSION"; do
+    if ! mvn -q -B dependency:copy -Dartifact="$artifact:jar" -DoutputDirectory="$tmp" >"$tmp.log" 2>&1; then
+      echo "[setup] ERROR: could not fetch $artifact from Maven Central (network or repository problem)." >&2
+      tail -n 20 "$tmp.log" >&2
+      rm -rf "$tmp" "$tmp.log"
+      exit 1
+    fi
+  done
+  rm -f "$tmp.log"
+  touch "$tmp/.complete"
+  rm -rf "$jar_dir"; mv "$tmp" "$jar_dir"
+fi
+ln -sfn "$jar_dir" .jars
+echo "[setup] ok: .venv -> $env_dir ; .jars -> $jar_dir"

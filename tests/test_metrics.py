@@ -1,0 +1,40 @@
+"""Full-ranking metrics against hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+
+from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from socialrec.inference.scoring import top_k
+
+
+def test_metrics_match_hand_computed_values():
+    ranks = np.array([0, 1, 10, 25])
+    got = metrics_from_ranks(ranks, ks=(10, 20))
+    assert got["recall@10"] == pytest.approx(0.5)
+    assert got["recall@20"] == pytest.approx(0.75)
+    assert got["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
+    assert got["ndcg@20"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(12)) / 4)
+    assert got["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 11 + 1 / 26) / 4)
+
+
+def test_target_rank_ignores_padding_and_excluded_items_but_never_the_target():
+    scores = np.array([[9.0, 5.0, 4.0, 3.0, 2.0]])  # column 0 is padding and must not count
+    assert target_ranks(scores, np.array([3]))[0] == 2
+    assert target_ranks(scores, np.array([3]), excluded=[[1, 3]])[0] == 1  # item 1 removed, target kept
+
+
+def test_ties_count_against_the_target():
+    flat = np.ones((1, 6))
+    assert target_ranks(flat, np.array([2]))[0] == 4  # all 5 real items tie: the target is ranked last
+
+
+def test_empty_input_gives_zero_metrics():
+    assert metrics_from_ranks(np.array([]), ks=(10,)) == {"recall@10": 0.0, "ndcg@10": 0.0, "mrr": 0.0}
+
+
+def test_top_k_is_sorted_and_skips_nothing_finite():
+    scores = np.array([[0.1, 0.9, -np.inf, 0.5], [3.0, 2.0, 1.0, 0.0]])
+    items, values = top_k(scores, 2)
+    assert items.tolist() == [[1, 3], [0, 1]]
+    assert values.tolist() == [[0.9, 0.5], [3.0, 2.0]]

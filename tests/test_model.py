@@ -1,0 +1,184 @@
+"""The recommender in isolation (pure torch on CPU): shapes, causality, padding, the social gate, the ablation
+flags, checkpoints, and that it can learn a simple successor pattern."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoint, save_checkpoint
+
+N_ITEMS = 30
+MAX_LEN = 8
+TEXT_DIM = 12
+MODEL_CONF = {"hidden": 32, "layers": 2, "heads": 2, "dropout": 0.1,
+              "use_text": True, "use_context": True, "use_social": True}
+
+
+def text_table(seed: int = 0) -> np.ndarray:
+    """Random text embeddings with row 0 (padding) and every fifth item left without text."""
+    table = np.random.default_rng(seed).normal(size=(N_ITEMS + 1, TEXT_DIM)).astype(np.float32)
+    table[0] = 0
+    table[::5] = 0
+    return table
+
+
+def make_model(**flags) -> SocialSequenceRecommender:
+    torch.manual_seed(0)
+    conf = {**MODEL_CONF, **flags}
+    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table() if conf["use_text"] else None)
+
+
+def make_batch(batch_size: int = 4, seed: int = 1, n_friends: int = 5) -> dict[str, torch.Tensor]:
+    """Left-padded windows of varying length with context codes inside their documented ranges."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, MAX_LEN + 1, (batch_size,), generator=gen)
+    real = torch.arange(MAX_LEN).unsqueeze(0) >= (MAX_LEN - lengths).unsqueeze(1)
+
+    def codes(high):
+        return torch.randint(1, high, (batch_size, MAX_LEN), generator=gen) * real
+
+    friend_items = torch.randint(1, N_ITEMS + 1, (batch_size, n_friends), generator=gen)
+    friend_items[:, : n_friends // 2] = 0  # left padding of the friend list
+    return {"items": codes(N_ITEMS + 1), "event_types": codes(9), "hours": codes(25), "gaps": codes(22),
+            "friend_items": friend_items}
+
+
+def test_shapes_and_padding_column():
+    model = make_model().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        assert model.item_representations().shape == (N_ITEMS + 1, 32)
+        assert model.sequence_states(batch).shape == (4, MAX_LEN, 32)
+        assert model.user_vectors(batch).shape == (4, 32)
+        scores = model.score_all(batch)
+    assert scores.shape == (4, N_ITEMS + 1)
+    assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_items_without_text_get_only_their_id_embedding():
+    model = make_model().eval()
+    with torch.no_grad():
+        representations = model.item_representations()
+    no_text = torch.tensor([5, 10, 15])
+    assert torch.equal(representations[no_text], model.item_embedding.weight[no_text])
+    assert not torch.equal(representations[1], model.item_embedding.weight[1])
+    assert torch.equal(representations[0], torch.zeros(32))
+
+
+def test_future_steps_do_not_change_earlier_states():
+    model = make_model().eval()
+    batch = make_batch(batch_size=1)
+    batch["items"][0] = torch.tensor([3, 4, 5, 6, 7, 8, 9, 10])
+    changed = {key: value.clone() for key, value in batch.items()}
+    changed["items"][0, 5] = 20
+    changed["hours"][0, 6] = 1 + (changed["hours"][0, 6] % 24)
+    with torch.no_grad():
+        before, after = model.sequence_states(batch), model.sequence_states(changed)
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
+    assert not torch.allclose(before[:, 5:], after[:, 5:], atol=1e-4)
+
+
+def test_padding_content_does_not_reach_states_or_loss():
+    model = make_model().eval()
+    batch = make_batch()
+    noisy = {key: value.clone() for key, value in batch.items()}
+    padding = batch["items"] == 0
+    for key in ("event_types", "hours", "gaps"):
+        noisy[key][padding] = 3  # garbage codes where there is no step
+    with torch.no_grad():
+        real = ~padding
+        assert torch.allclose(model.sequence_states(batch)[real], model.sequence_states(noisy)[real], atol=1e-6)
+        assert torch.allclose(model.training_loss(batch), model.training_loss(noisy), atol=1e-6)
+
+
+def test_loss_counts_only_pairs_of_real_steps():
+    model = make_model().eval()
+    batch = make_batch()
+    one_step = {key: value.clone() for key, value in batch.items()}
+    one_step["items"][:, :-1] = 0  # one real step per user: nothing to predict
+    with torch.no_grad():
+        assert model.training_loss(one_step).item() == 0.0
+        loss = model.training_loss(batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_gate_falls_back_to_behaviour_state_without_friends():
+    model = make_model().eval()
+    batch = make_batch()
+    batch["friend_items"][1] = 0  # user 1 has no friend items
+    with torch.no_grad():
+        behaviour = model.sequence_states(batch)[:, -1]
+        fused = model.user_vectors(batch)
+        no_friend_column = model.user_vectors({**batch, "friend_items": batch["friend_items"][:, :0]})
+    assert torch.equal(fused[1], behaviour[1])
+    assert not torch.allclose(fused[0], behaviour[0])
+    assert torch.equal(no_friend_column, behaviour)
+
+
+@pytest.mark.parametrize("flag", ["use_text", "use_context", "use_social", "all"])
+def test_each_component_can_be_switched_off(flag):
+    flags = {"use_text": False, "use_context": False, "use_social": False} if flag == "all" else {flag: False}
+    model = make_model(**flags)
+    batch = make_batch()
+    for key, used in (("friend_items", "use_social"), ("event_types", "use_context")):
+        if not model.model_conf[used]:
+            batch.pop(key)
+    model.training_loss(batch).backward()
+    assert model.score_all(batch).shape == (4, N_ITEMS + 1)
+    assert hasattr(model, "text_projection") == model.use_text
+    assert hasattr(model, "hour_embedding") == model.use_context
+    assert hasattr(model, "social_gate") == model.use_social
+
+
+def test_use_text_without_embeddings_is_refused():
+    with pytest.raises(ValueError, match="text embeddings"):
+        SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, None)
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
+    model = make_model()
+    model.training_loss(make_batch()).backward()  # any non-initial state will do
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.eval()
+    save_checkpoint(tmp_path / "ckpt", model, {"epoch": 3, "metrics": {"ndcg@10": 0.5}})
+    loaded, meta = load_checkpoint(tmp_path / "ckpt")
+    batch = make_batch()
+    with torch.no_grad():
+        assert torch.equal(model.score_all(batch), loaded.score_all(batch))
+    assert meta["epoch"] == 3 and meta["n_items"] == N_ITEMS and meta["max_len"] == MAX_LEN
+    assert meta["text_dim"] == TEXT_DIM and meta["model_conf"] == MODEL_CONF
+
+
+def successor_batch(gen: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+    """Item k is always followed by k + 1 (wrapping after N_ITEMS), from a random start and length."""
+    starts = torch.randint(0, N_ITEMS, (batch_size, 1), generator=gen)
+    items = (starts + torch.arange(MAX_LEN)) % N_ITEMS + 1
+    lengths = torch.randint(1, MAX_LEN + 1, (batch_size, 1), generator=gen)
+    items = items * (torch.arange(MAX_LEN) >= MAX_LEN - lengths)
+    context = (items > 0).long()
+    return {"items": items, "event_types": context, "hours": context, "gaps": context,
+            "friend_items": torch.randint(0, N_ITEMS + 1, (batch_size, 4), generator=gen)}
+
+
+def test_learns_the_successor_pattern_quickly():
+    torch.set_num_threads(1)
+    model = make_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    for _ in range(300):
+        loss = model.training_loss(successor_batch(gen, 32))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    batch = successor_batch(gen, 256)
+    with torch.no_grad():
+        predicted = model.score_all(batch).argmax(dim=1)
+    expected = batch["items"][:, -1] % N_ITEMS + 1
+    accuracy = (predicted == expected).float().mean().item()
+    assert accuracy > 0.9, accuracy
+    assert time.perf_counter() - started < 20
