@@ -93,3 +93,26 @@ def test_too_much_quarantine_stops_the_run_before_silver_is_written(spark, lake_
     assert not lake.exists("silver.events") and not lake.exists("silver.quarantine")
     report = json.loads((lake.directory("reports_dir") / "latest.json").read_text())
     assert report["status"] == "failed" and report["stages"]["clean"]["status"] == "failed"
+
+
+def test_failed_gate_names_table_and_expectation_and_writes_nothing_downstream(spark, permissive_conf, dirty_source,
+                                                                               tmp_path):
+    from socialrec.config import PROJECT_ROOT
+    from socialrec.io.tables import Lake
+    from socialrec.quality.gates import GateFailed
+
+    suites = (PROJECT_ROOT / "conf" / "quality.yml").read_text()
+    strict_suites = tmp_path / "quality.yml"
+    # silver.events must hold item ids from a set the dirty source does not use.
+    strict_suites.write_text(suites.replace(
+        "silver.events:\n", "silver.events:\n  - {expect: in_set, column: item_id, value_set: [i9]}\n", 1))
+    conf = deep_merge(permissive_conf, {"quality": {"suites_file": str(strict_suites)}})
+    with pytest.raises(GateFailed) as failure:
+        run_pipeline(conf, source=str(dirty_source), stages=["ingest", "clean", "features"], progress=lambda _: None)
+    message = str(failure.value)
+    assert "silver.events" in message and "in_set" in message and "item_id" in message and "i1" in message
+    lake = Lake(spark, conf)
+    assert lake.exists("bronze.events")
+    assert not lake.exists("silver.events") and not lake.exists("gold.user_sequences")
+    stored = lake.read("ops.quality_results").where("table = 'silver.events' AND NOT success").count()
+    assert stored == 1

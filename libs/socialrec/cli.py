@@ -61,10 +61,16 @@ def cmd_run(args) -> int:
     from socialrec.pipeline import run_pipeline
     from socialrec.summary import closing_summary
 
+    from socialrec.io.sources import require_source
+    from socialrec.pipeline import resolve_stages
+
     if args.source and not Path(args.source).is_dir():
         raise FileNotFoundError(f"--source folder not found: {args.source}")
     conf = _load(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    selected = resolve_stages(stages, synthetic=args.source is None)  # fail on a typo before Spark starts
+    if args.source and "ingest" in selected:
+        require_source(args.source)
     report = run_pipeline(conf, source=args.source, stages=stages, run_id=args.run_id)
     print(closing_summary(report, conf))
     return 0

@@ -26,6 +26,7 @@ def closing_summary(report: RunReport, conf: dict) -> str:
         f"\noutputs: Delta tables under {root}; run report {root}/{conf['lake']['reports_dir']}/{report.run_id}.json",
         "query:   spark.read.format('delta').load('"
         + report.tables.get("gold.recommendations", {}).get("path", f"{root}/gold/recommendations") + "')",
-        "         or without Spark: deltalake.DeltaTable(path).to_pandas()",
+        "         or without Spark: deltalake.QueryBuilder().register('recs', deltalake.DeltaTable(path))"
+        ".execute('SELECT ...').read_all()",
     ]
     return "\n".join(lines)

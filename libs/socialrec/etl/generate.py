@@ -95,7 +95,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def stable_hash(seed: int, stream: str, *keys) -> np.ndarray:
     """A 64-bit hash of (seed, stream, keys...), broadcast over array keys; the stream name keeps draws apart."""
     with np.errstate(over="ignore"):
-        h = _splitmix64(np.asarray((seed << 32) ^ zlib.crc32(stream.encode()), dtype=np.uint64))
+        h = _splitmix64(_splitmix64(np.uint64(seed % 2**64)) ^ np.uint64(zlib.crc32(stream.encode())))
         for key in keys:
             h = _splitmix64(h ^ np.asarray(key, dtype=np.int64).view(np.uint64))
     return h

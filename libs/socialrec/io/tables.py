@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -74,5 +75,15 @@ class Lake:
         return int(self.delta(name).history(1).select("version").first()[0])
 
     def snapshot_files(self, name: str) -> list[str]:
-        """Absolute Parquet file URIs of the table's current snapshot (what petastorm reads)."""
-        return sorted(self.read(name).inputFiles())
+        """`file:///` URLs of the Parquet files of the table's current snapshot (what petastorm reads)."""
+        return sorted(local_file_url(uri) for uri in self.read(name).inputFiles())
+
+
+def local_file_url(uri: str) -> str:
+    """Spark's `file:/x` (and Databricks' `dbfs:/x`, seen through its /dbfs mount) as a `file:///` URL."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "dbfs":
+        return f"file:///dbfs{parsed.path}"
+    if parsed.scheme in ("", "file"):
+        return f"file://{parsed.path}"
+    return uri

@@ -69,9 +69,9 @@ class SocialSequenceRecommender(nn.Module):
         if self.use_text:
             if text_embeddings is None:
                 raise ValueError("model.use_text is on but no text embeddings were given")
-            text = torch.as_tensor(np.asarray(text_embeddings), dtype=torch.float32)
+            text = torch.tensor(np.asarray(text_embeddings), dtype=torch.float32)  # a copy: inputs may be read-only
             if text.ndim != 2 or text.shape[0] != n_items + 1:
-                raise ValueError(f"text embeddings must be [n_items + 1, dim] = [{n_items + 1}, dim], got {tuple(text.shape)}")
+                raise ValueError(f"text embeddings must be [n_items + 1 = {n_items + 1}, dim], got {tuple(text.shape)}")
             self.text_dim = text.shape[1]
             # Frozen features saved with the weights, so a checkpoint alone reproduces the scores.
             self.register_buffer("text_embeddings", text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pyspark.sql import functions as F
 
+from socialrec.config import deep_merge
 from socialrec.features.windows import build_inputs
 from socialrec.inference import model_store
 from socialrec.run_context import RunContext
@@ -36,14 +37,17 @@ def train(ctx: RunContext) -> dict:
     )
     valid_inputs = build_inputs(valid.to_dict("records"), "train", conf["features"]["max_seq_len"])
     output_dir = lake.directory("checkpoints_dir") / ctx.run_id
+    text = text_matrix(ctx, n_items)
+    if text is None and conf["model"]["use_text"]:
+        conf = deep_merge(conf, {"model": {"use_text": False}})  # a source without item text: ids only
     result = train_recommender(
         conf, lake.snapshot_files("gold.train_examples"), valid_inputs, valid["valid_item"].to_numpy(np.int64),
-        n_items, text_matrix(ctx, n_items), str(output_dir),
+        n_items, text, str(output_dir),
     )
     best = result.history[result.best_epoch] if result.history else {}
     published = model_store.publish(lake.directory("checkpoints_dir"), ctx.run_id, result.checkpoint_dir,
                                     {"best_epoch": result.best_epoch, "valid": best})
     ctx.report.artifacts["model"] = published
-    return {"epochs": len(result.history), "best_epoch": result.best_epoch,
+    return {"epochs": len(result.history), "best_epoch": result.best_epoch, "use_text": conf["model"]["use_text"],
             "samples_per_second": round(result.samples_per_second, 1), "valid": best,
             "checkpoint": result.checkpoint_dir}

@@ -7,6 +7,7 @@ Epochs are numbered from 0, so `history[best_epoch]` is the best epoch's metrics
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -51,6 +52,8 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
     """Train on the Parquet files of one gold.train_examples snapshot; validate on `valid_inputs` windows
     (build_inputs output) against `valid_targets` (item ids, 0 = skip the user)."""
     train_conf = conf["train"]
+    if not train_files:
+        raise ValueError("no training files: gold.train_examples has an empty snapshot")
     output_dir = Path(output_dir).resolve()
     urls = [as_url(path) for path in train_files]
     score_name = f"ndcg@{train_conf['valid_k']}"
@@ -131,7 +134,6 @@ def warmup_then_cosine(warmup_steps: int, total_steps: int):
 
 def train_worker(config: dict) -> None:
     """The per-worker loop run by TorchTrainer (resumes from the latest Ray checkpoint after a failure)."""
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm")  # legacy pyarrow API notices
     conf = config["conf"]
     train_conf = conf["train"]
     context = ray.train.get_context()
@@ -146,8 +148,8 @@ def train_worker(config: dict) -> None:
                                       ray.get(config["text_ref"]))
     state, history = restore(model, ray.train.get_checkpoint())
     torch.manual_seed(train_conf["seed"] + rank)  # different dropout noise per rank
-    # The frozen text table is a buffer: broadcasting it before every step would only cost bandwidth.
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    # The frozen text table is a buffer: re-broadcasting it before every step would only cost bandwidth.
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"forward_sync_buffers": False})
     module = getattr(model, "module", model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=train_conf["lr"], weight_decay=train_conf["weight_decay"])
@@ -166,10 +168,12 @@ def train_worker(config: dict) -> None:
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         samples = 0
-        # Shards differ in size: join lets a rank that ran out shadow DDP's all-reduces instead of hanging.
-        with model.join() if world_size > 1 else contextlib.nullcontext():
-            for batch in shard_batches(config["urls"], rank, world_size, train_conf["seed"] + epoch,
-                                       train_conf, device):
+        batches = shard_batches(config["urls"], rank, world_size, (train_conf["seed"], epoch, rank), train_conf,
+                                device)
+        # Every rank takes the same number of steps (shards differ in size): DDP's all-reduces stay paired and
+        # weights, optimizer state and schedule stay identical across ranks, so rank 0's checkpoint speaks for all.
+        with contextlib.closing(batches):
+            for batch in itertools.islice(batches, config["steps_per_epoch"]):
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_gpu):
                     loss = model(batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -220,43 +224,53 @@ def restore(model: SocialSequenceRecommender, checkpoint: Checkpoint | None) -> 
     return state, history
 
 
-def shard_batches(urls: list[str], rank: int, world_size: int, seed: int, train_conf: dict, device):
-    """This rank's petastorm shard as shuffled torch batches of `train.batch_size` rows."""
+def shard_batches(urls: list[str], rank: int, world_size: int, seed: tuple, train_conf: dict, device):
+    """Endless shuffled torch batches of `train.batch_size` rows from this rank's petastorm shard: one
+    num_epochs=1 reader per pass, re-opened with a fresh row-group order when a smaller shard runs out."""
+    rng = np.random.default_rng(seed)
+    for batch in shuffled_batches(shard_chunks(urls, rank, world_size, rng), train_conf["batch_size"],
+                                  train_conf["shuffle_buffer"], rng):
+        yield {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
+
+
+def shard_chunks(urls: list[str], rank: int, world_size: int, rng: np.random.Generator):
     from petastorm import make_batch_reader
 
-    with make_batch_reader(urls, cur_shard=rank, shard_count=world_size, num_epochs=1,
-                           reader_pool_type="thread", workers_count=1, shuffle_row_groups=True, seed=seed,
-                           schema_fields=list(TRAIN_COLUMNS)) as reader:
-        # petastorm 0.13.1 race: a read that starts while the ventilator is still queueing row groups can end at
-        # once with no rows (~15% of reads on 2 cores). Queueing is immediate and unbounded, so wait for it.
-        while not reader.ventilator.completed():
-            time.sleep(0.001)
-        chunks = ({name: np.asarray(getattr(chunk, name), dtype=np.int64) for name in TRAIN_COLUMNS}
-                  for chunk in reader)
-        rng = np.random.default_rng(seed * 1000 + rank)
-        for batch in shuffled_batches(chunks, train_conf["batch_size"], train_conf["shuffle_buffer"], rng):
-            yield {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
+    # petastorm's legacy-pyarrow FutureWarnings, once per reader; set where they arise so nothing can reorder it.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
+    while True:
+        rows = 0
+        with make_batch_reader(urls, cur_shard=rank, shard_count=world_size, num_epochs=1,
+                               reader_pool_type="thread", workers_count=1, shuffle_row_groups=True,
+                               seed=int(rng.integers(1, 2**31)),  # petastorm treats seed 0 as unseeded
+                               schema_fields=list(TRAIN_COLUMNS)) as reader:
+            # petastorm 0.13.1 race: a read that starts while the ventilator is still queueing row groups can end
+            # at once with no rows (~15% of reads on 2 cores). Queueing is immediate and unbounded: wait for it.
+            while not reader.ventilator.completed():
+                time.sleep(0.001)
+            for chunk in reader:
+                chunk = {name: np.asarray(getattr(chunk, name), dtype=np.int64) for name in TRAIN_COLUMNS}
+                rows += len(chunk["items"])
+                yield chunk
+        if not rows:
+            raise RuntimeError(f"petastorm shard {rank} of {world_size} has no rows: {urls}")
 
 
 def shuffled_batches(chunks, batch_size: int, buffer_rows: int, rng: np.random.Generator):
-    """Re-batch column chunks, shuffling rows within a buffer of about `buffer_rows` rows: petastorm only
-    shuffles the order of row groups, and a row group is often all of one file."""
+    """Re-batch an endless stream of column chunks, shuffling rows within a buffer of about `buffer_rows`
+    rows: petastorm only shuffles the order of row groups, and a row group is often a whole file."""
     buffer: list[dict[str, np.ndarray]] = []
     buffered = 0
     for chunk in chunks:
         buffer.append(chunk)
         buffered += len(chunk["items"])
-        if buffered >= buffer_rows:
+        if buffered >= max(buffer_rows, batch_size):
             rows = shuffle_rows(buffer, rng)
             complete = buffered // batch_size * batch_size
             for start in range(0, complete, batch_size):
                 yield {name: values[start:start + batch_size] for name, values in rows.items()}
             buffer = [{name: values[complete:] for name, values in rows.items()}]
             buffered -= complete
-    if buffered:
-        rows = shuffle_rows(buffer, rng)
-        for start in range(0, buffered, batch_size):
-            yield {name: values[start:start + batch_size] for name, values in rows.items()}
 
 
 def shuffle_rows(chunks: list[dict[str, np.ndarray]], rng: np.random.Generator) -> dict[str, np.ndarray]:

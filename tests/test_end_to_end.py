@@ -1,0 +1,83 @@
+"""The whole pipeline on a small synthetic source, as `make demo` runs it, checked from the outside:
+the run report's contract, the Delta outputs (read by Spark and by the `deltalake` package in another
+process), the business rule on purchases, and the model learning something."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from socialrec.pipeline import STAGES, run_pipeline
+
+METRIC_KEYS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(spark, conf, tmp_path_factory):
+    from socialrec.config import deep_merge
+
+    lake_conf = deep_merge(conf, {"lake": {"root": str(tmp_path_factory.mktemp("e2e") / "lake")}})
+    lines = []
+    report = run_pipeline(lake_conf, progress=lines.append)
+    return lake_conf, report, lines
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_reports(finished_run):
+    conf, report, lines = finished_run
+    assert report.status == "ok"
+    assert list(report.stages) == list(STAGES)
+    assert all(stage["status"] == "ok" and stage["seconds"] > 0 for stage in report.stages.values())
+    assert sum("ok in" in line for line in lines) == len(STAGES)  # one progress line per finished stage
+    clean = report.stages["clean"]
+    assert clean["rows_quarantined"] > 0 and clean["rows_duplicates"] > 0  # the generator plants dirt
+    assert clean["rows_in"] == clean["rows_out"] + clean["rows_quarantined"] + clean["rows_duplicates"]
+    assert report.gates and all(gate["success"] for gate in report.gates.values())
+    assert set(report.metrics) >= {"model", "popularity"}
+    assert all(set(values) >= METRIC_KEYS for values in report.metrics.values())
+
+    saved = json.loads((conf_path(conf, "_reports") / "latest.json").read_text())
+    assert saved["run_id"] == report.run_id and saved["status"] == "ok"
+    for key in ("source", "stages", "gates", "tables", "metrics"):
+        assert key in saved
+    assert saved["tables"]["silver.events"]["rows"] == clean["tables"]["events"]["rows_out"]
+
+
+@pytest.mark.slow
+def test_recommendations_are_top_k_and_never_already_bought(spark, finished_run):
+    conf, report, _ = finished_run
+    recs = spark.read.format("delta").load(report.tables["gold.recommendations"]["path"]).toPandas()
+    users = spark.read.format("delta").load(report.tables["gold.user_sequences"]["path"]).toPandas()
+    k = conf["infer"]["top_k"]
+    assert recs.groupby("user_key").size().eq(k).all()
+    assert set(recs["user_key"]) == set(users["user_key"])  # every user scored
+    assert (recs["run_id"] == report.run_id).all() and recs["model_version"].notna().all()
+    bought = {row.user_key: set(row.purchased) for row in users.itertuples()}
+    assert not any(item in bought[user] for user, item in zip(recs["user_key"], recs["item_idx"]))
+
+
+@pytest.mark.slow
+def test_model_learns_beyond_chance(finished_run):
+    conf, report, _ = finished_run
+    n_items = conf["generator"]["items"]
+    chance_recall = 10 / n_items
+    assert report.metrics["model"]["recall@10"] > 3 * chance_recall
+
+
+@pytest.mark.slow
+def test_tables_are_readable_from_another_process_without_spark(finished_run):
+    _, report, _ = finished_run
+    path = report.tables["gold.recommendations"]["path"]
+    code = ("import sys, deltalake, pyarrow; t = deltalake.DeltaTable(sys.argv[1]); "
+            "q = deltalake.QueryBuilder().register('recs', t).execute('SELECT count(*) AS n FROM recs'); "
+            "print(t.version(), pyarrow.table(q.read_all()).to_pydict()['n'][0])")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True)
+    version, rows = out.stdout.split()
+    assert int(version) == report.tables["gold.recommendations"]["version"]
+    assert int(rows) == report.tables["gold.recommendations"]["rows"]
+
+
+def conf_path(conf, setting):
+    from pathlib import Path
+
+    return Path(conf["lake"]["root"]) / conf["lake"][setting]
