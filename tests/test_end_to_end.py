@@ -36,7 +36,7 @@ def test_every_stage_runs_and_reports(finished_run):
     assert set(report.metrics) >= {"model", "popularity"}
     assert all(set(values) >= METRIC_KEYS for values in report.metrics.values())
 
-    saved = json.loads((conf_path(conf, "_reports") / "latest.json").read_text())
+    saved = json.loads((conf_path(conf, "reports_dir") / "latest.json").read_text())
     assert saved["run_id"] == report.run_id and saved["status"] == "ok"
     for key in ("source", "stages", "gates", "tables", "metrics"):
         assert key in saved

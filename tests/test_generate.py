@@ -57,12 +57,18 @@ def events_without_influence(spark, gen_conf):
 
 
 @pytest.fixture(scope="module")
-def friendships(raw, gen_conf):
-    """Clean undirected friendships as (low, high) user index arrays."""
-    social = raw["social"]
-    src, dst = user_index(social["src_user_id"]), user_index(social["dst_user_id"])
-    keep = (src != dst) & (dst < gen_conf["users"]) & (src < dst)
+def directed_friendships(raw, gen_conf):
+    """Clean social rows (no self-loop, no dangling user) as (src, dst) user index arrays."""
+    src, dst = user_index(raw["social"]["src_user_id"]), user_index(raw["social"]["dst_user_id"])
+    keep = (src != dst) & (dst < gen_conf["users"])
     return src[keep], dst[keep]
+
+
+@pytest.fixture(scope="module")
+def friendships(directed_friendships):
+    """Undirected friendships as (low, high) user index arrays."""
+    src, dst = directed_friendships
+    return src[src < dst], dst[src < dst]
 
 
 def user_index(user_ids: pd.Series) -> np.ndarray:
@@ -153,12 +159,11 @@ def test_sessions_favour_user_interests(events, events_without_influence, raw, g
     assert share_in_interests(events, raw["items"], world) > random_share + 0.3
 
 
-def test_friendships_mutual_homophilous_with_configured_degree(raw, friendships, gen_conf, world):
-    social = raw["social"]
-    clean = social[(social["src_user_id"] != social["dst_user_id"]) & (user_index(social["dst_user_id"]) < gen_conf["users"])]
-    directed = set(zip(clean["src_user_id"], clean["dst_user_id"]))
+def test_friendships_mutual_homophilous_with_configured_degree(directed_friendships, friendships, gen_conf, world):
+    directed = set(zip(*directed_friendships))
     assert all((dst, src) in directed for src, dst in directed)
-    assert abs(len(clean) / gen_conf["users"] - gen_conf["friends_per_user_mean"]) < 0.1 * gen_conf["friends_per_user_mean"]
+    mean_degree = len(directed) / gen_conf["users"]
+    assert abs(mean_degree - gen_conf["friends_per_user_mean"]) < 0.1 * gen_conf["friends_per_user_mean"]
 
     def share_sharing_interest(a, b):
         return (world.user_interests(a)[:, :, None] == world.user_interests(b)[:, None, :]).any(axis=(1, 2)).mean()
@@ -242,9 +247,9 @@ def test_dirty_rows_at_configured_rates(raw, gen_conf):
     dirty, events, social = gen_conf["dirty"], raw["events"], raw["social"]
     distinct = events.drop_duplicates()
     assert within_binomial(len(events) - len(distinct), len(distinct), dirty["duplicate"])
-    ts = parse_ts(distinct["ts"])
+    ts, unknown_type = parse_ts(distinct["ts"]), ~distinct["event_type"].isin(EVENT_TYPES)
     assert within_binomial(distinct["user_id"].isna().sum(), len(distinct), dirty["null_user"])
-    assert within_binomial((~distinct["event_type"].isin(EVENT_TYPES)).sum(), len(distinct), dirty["unknown_event_type"])
+    assert within_binomial(unknown_type.sum(), len(distinct), dirty["unknown_event_type"])
     assert within_binomial(ts.isna().sum(), len(distinct), dirty["bad_timestamp"])
     far_future = ts > pd.Timestamp(window_end(gen_conf)) + pd.DateOffset(years=4)
     assert within_binomial(far_future.sum(), len(distinct), dirty["future_timestamp"])

@@ -82,7 +82,7 @@ EVENT_SCHEMA = ("user_id string, item_id string, ts string, event_type string, r
                 "session_id string")
 SOCIAL_SCHEMA = "src_user_id string, dst_user_id string, relation string, ts string"
 ITEM_SCHEMA = "item_id string, title string, description string, category string, brand string, price double"
-WRITE_ORDER = {"events": "session_id", "social": "src_user_id", "items": "item_id"}  # partition key per table
+PARTITION_KEYS = {"events": "session_id", "social": "src_user_id", "items": "item_id"}  # rows -> part files
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -142,6 +142,7 @@ class SyntheticWorld:
     items_by_rank: np.ndarray     # items grouped by category, most popular first inside each group
     rank_cdf_stacked: np.ndarray  # per-category popularity CDFs, category c shifted into (c, c + 1]
     item_quality: np.ndarray      # per item: mean rating
+    vocabulary: np.ndarray        # (category, word) nouns of each category
     session_count_cdf: np.ndarray
     user_width: int
     item_width: int
@@ -177,6 +178,7 @@ class SyntheticWorld:
             items_by_rank=items_by_rank,
             rank_cdf_stacked=np.concatenate(cdfs),
             item_quality=item_quality,
+            vocabulary=np.array([CATEGORIES[name].words for name in tuple(CATEGORIES)[:n_categories]]),
             session_count_cdf=_poisson_cdf(gen_conf["sessions_per_user_mean"] - 1),
             # Wide enough for the dangling ids (users .. 2 * users - 1) to look like real ones.
             user_width=max(6, len(str(2 * gen_conf["users"]))),
@@ -273,7 +275,8 @@ class SyntheticWorld:
             time_draws = self.draw("session_time", user, session_no)
             sorted_draws = time_draws[np.lexsort((time_draws, user))]
             free_span = np.maximum(span - np.repeat(counts, counts) * longest_session, 0)
-            start_ts = self.start_epoch + np.floor(sorted_draws * free_span).astype(np.int64) + session_no * longest_session
+            start_ts = (self.start_epoch + np.floor(sorted_draws * free_span).astype(np.int64)
+                        + session_no * longest_session)
             click = self.draw("click", user, session_no) < funnel["click"]
             cart = click & (self.draw("cart", user, session_no) < funnel["cart"])
             purchase = cart & (self.draw("purchase", user, session_no) < funnel["purchase"])
@@ -297,12 +300,9 @@ class SyntheticWorld:
             pool = np.array(words)
             first[rows] = pool[(self.draw("review_word_1", *keys) * len(pool)).astype(np.int64)[rows]]
             second[rows] = pool[(self.draw("review_word_2", *keys) * len(pool)).astype(np.int64)[rows]]
-        vocabulary = self._vocabulary()
-        nouns = vocabulary[self.item_category[item], (self.draw("review_noun", *keys) * vocabulary.shape[1]).astype(np.int64)]
-        return first.str.capitalize() + " " + pd.Series(nouns) + ", " + second + " overall."
-
-    def _vocabulary(self) -> np.ndarray:
-        return np.array([CATEGORIES[name].words for name in self.category_names])
+        noun = (self.draw("review_noun", *keys) * self.vocabulary.shape[1]).astype(np.int64)
+        return first.str.capitalize() + " " + pd.Series(self.vocabulary[self.item_category[item], noun]) + ", " \
+            + second + " overall."
 
     def session_events(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         """Explode sessions into funnel events (+ rating and review for rated purchases) and plant dirt."""
@@ -310,7 +310,8 @@ class SyntheticWorld:
         for batch in batches:
             user, session_no = batch["user"].to_numpy(), batch["session_no"].to_numpy().astype(np.int64)
             item, depth = batch["item"].to_numpy(), batch["depth"].to_numpy()
-            rated = (depth == len(FUNNEL_STEPS) - 1) & (self.draw("rated", user, session_no) < self.conf["rating_rate"])
+            purchased = depth == FUNNEL_STEPS.index("purchase")
+            rated = purchased & (self.draw("rated", user, session_no) < self.conf["rating_rate"])
             offsets = self.step_offsets(user, session_no)
             present = np.column_stack([depth >= step for step in range(len(FUNNEL_STEPS))] + [rated, rated])
             row, step = np.nonzero(present)
@@ -342,7 +343,8 @@ class SyntheticWorld:
             events["event_type"] = np.where(kind == 1, unknown_types, events["event_type"])
             bad_ts = np.array(BAD_TIMESTAMPS)[(pick * len(BAD_TIMESTAMPS)).astype(np.int64)]
             low_years, high_years = FUTURE_YEARS
-            future_ts = _iso(ts + ((low_years + pick * (high_years - low_years)) * 365.25 * SECONDS_PER_DAY).astype(np.int64))
+            years_ahead = low_years + pick * (high_years - low_years)
+            future_ts = _iso(ts + (years_ahead * 365.25 * SECONDS_PER_DAY).astype(np.int64))
             events["ts"] = np.where(kind == 2, bad_ts, np.where(kind == 3, future_ts, events["ts"]))
             copies = 1 + (self.draw("duplicate", *keys, step) < dirty["duplicate"])
             yield events.loc[events.index.repeat(copies)]
@@ -368,13 +370,14 @@ class SyntheticWorld:
 
     def item_rows(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         """Title and description from the category's vocabulary, a brand, a log-uniform price in its range."""
-        vocabulary = self._vocabulary()
+        vocabulary = self.vocabulary
         capitalised = np.char.capitalize(vocabulary)
         price_ranges = np.array([CATEGORIES[name].price_range for name in self.category_names])
         for batch in batches:
             item = batch["id"].to_numpy()
             category = self.item_category[item]
-            words = np.argsort(self.draw("item_words", item[:, None], np.arange(vocabulary.shape[1])[None, :]), axis=1)
+            word_draws = self.draw("item_words", item[:, None], np.arange(vocabulary.shape[1])[None, :])
+            words = np.argsort(word_draws, axis=1)
             title_words = capitalised[category[:, None], words[:, :3]]
             text_words = vocabulary[category[:, None], words[:, 2:6]]
             brand = np.array(BRANDS)[(self.draw("brand", item) * len(BRANDS)).astype(np.int64)]
@@ -444,7 +447,7 @@ def generate_source(spark: SparkSession, gen_conf: dict, out_dir: str) -> dict[s
     with source_tables(spark, gen_conf) as tables:
         for table, frame in tables.items():
             path = f"{out_dir.rstrip('/')}/{table}"
-            (frame.repartition(gen_conf["files"], WRITE_ORDER[table]).sortWithinPartitions(*frame.columns)
+            (frame.repartition(gen_conf["files"], PARTITION_KEYS[table]).sortWithinPartitions(*frame.columns)
              .write.mode("overwrite").option("header", True).option("escape", '"').option("compression", "gzip")
              .csv(path))
             counts[table] = spark.read.option("header", True).option("escape", '"').csv(path).count()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -105,10 +106,12 @@ def connect_ray(train_conf: dict) -> bool:
     """Join `train.ray_address`, or start a local Ray sized to this machine; True when this call started it."""
     if ray.is_initialized():
         return False
+    # Worker logs repeat every metric per rank; failures still surface as exceptions from fit().
+    quiet = {"log_to_driver": train_conf["worker_logs"], "logging_level": logging.WARNING}
     if train_conf["ray_address"]:
-        ray.init(address=train_conf["ray_address"])
+        ray.init(address=train_conf["ray_address"], **quiet)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
     return True
 
 
