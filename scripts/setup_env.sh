@@ -37,13 +37,23 @@ if [ ! -x "$env_dir/bin/python" ]; then
   mv "$tmp" "$env_dir"
   echo "[setup] environment ready"
 fi
-ln -sfn "$env_dir" .venv
-
-# Register this clone's package (editable) in the shared environment; cheap, redone only when the clone moves.
-marker="$env_dir/.socialrec_source"
-if [ "$(cat "$marker" 2>/dev/null)" != "$PWD" ] || [ ! -x .venv/bin/socialrec ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-  echo "$PWD" > "$marker"
+# The clone's own thin environment: .venv sees the shared packages (read-only, never modified after it is
+# built, so several clones and CI can use it at once) and this clone's libs/, and has the entry points.
+site_shared="$(echo "$env_dir"/lib/python3.*/site-packages)"
+if [ ! -L .venv ] && [ -f .venv/pyvenv.cfg ] && grep -q "^# socialrec shared env: $env_dir$" .venv/socialrec.cfg 2>/dev/null; then
+  :  # up to date
+else
+  rm -rf .venv
+  "$env_dir/bin/python" -m venv --without-pip .venv
+  site_local="$(echo .venv/lib/python3.*/site-packages)"
+  # An `import` line in a .pth runs at start-up: addsitedir also honours the shared env's own .pth files.
+  echo "import site; site.addsitedir('$site_shared')" > "$site_local/socialrec_shared_env.pth"
+  echo "$PWD/libs" > "$site_local/socialrec_source.pth"
+  # Entry points run this clone's interpreter, so they see libs/ too (`ray` is needed on PATH by Ray on Spark).
+  entry_point() { printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$PWD/.venv/bin/python" "$2" > ".venv/bin/$1"; chmod +x ".venv/bin/$1"; }
+  entry_point socialrec socialrec.cli
+  entry_point ray ray.scripts.scripts
+  echo "# socialrec shared env: $env_dir" > .venv/socialrec.cfg
 fi
 
 # Delta Lake JVM jars from Maven Central, cached.
@@ -66,4 +76,4 @@ if [ ! -f "$jar_dir/.complete" ]; then
   rm -rf "$jar_dir"; mv "$tmp" "$jar_dir"
 fi
 ln -sfn "$jar_dir" .jars
-echo "[setup] ok: .venv -> $env_dir ; .jars -> $jar_dir"
+echo "[setup] ok: .venv (packages from $env_dir) ; .jars -> $jar_dir"
