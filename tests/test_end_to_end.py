@@ -9,7 +9,8 @@ import pytest
 
 from socialrec.pipeline import STAGES, run_pipeline
 
-METRIC_KEYS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr"}
+METRIC_KEYS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10"}
+BASELINES = {"popularity", "itemknn", "als"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_every_stage_runs_and_reports(finished_run):
     assert clean["rows_quarantined"] > 0 and clean["rows_duplicates"] > 0  # the generator plants dirt
     assert clean["rows_in"] == clean["rows_out"] + clean["rows_quarantined"] + clean["rows_duplicates"]
     assert report.gates and all(gate["success"] for gate in report.gates.values())
-    assert set(report.metrics) >= {"model", "popularity"}
+    assert set(report.metrics) >= {"model", *BASELINES}
     assert all(set(values) >= METRIC_KEYS for values in report.metrics.values())
 
     saved = json.loads((conf_path(conf, "reports_dir") / "latest.json").read_text())
@@ -62,6 +63,32 @@ def test_model_learns_beyond_chance(finished_run):
     n_items = conf["generator"]["items"]
     chance_recall = 10 / n_items
     assert report.metrics["model"]["recall@10"] > 3 * chance_recall
+
+
+@pytest.mark.slow
+def test_baselines_and_user_groups_are_evaluated_on_the_same_users(spark, finished_run):
+    conf, report, _ = finished_run
+    assert set(report.metrics) == {"model", *BASELINES}  # {model_name: {metric: value}}: never a group in here
+    n_items = conf["generator"]["items"]
+    assert report.metrics["itemknn"]["recall@10"] > 3 * 10 / n_items  # co-occurrence finds the planted structure
+    for values in report.metrics.values():
+        assert 0 < values["coverage@10"] <= values["coverage@20"] <= 1
+    stage = report.stages["evaluate"]
+    users, sizes, by_group = stage["users_evaluated"], stage["group_sizes"], stage["metrics_by_group"]
+    assert sizes["cold"] + sizes["warm"] == users and sizes["friends"] + sizes["no_friends"] == users
+    assert set(by_group) == {group for group, size in sizes.items() if size > 0}
+    assert all(set(models) == {"model", *BASELINES} and all(set(v) >= METRIC_KEYS for v in models.values())
+               for models in by_group.values())
+
+    metrics = spark.read.format("delta").load(report.tables["gold.metrics"]["path"]).toPandas()
+    metrics = metrics[metrics["run_id"] == report.run_id]
+    overall = metrics[~metrics["model"].str.contains("|", regex=False)]
+    assert set(overall["model"]) == {"model", *BASELINES} and (overall["users"] == users).all()
+    for group, models in by_group.items():
+        for name, values in models.items():
+            rows = metrics[metrics["model"] == f"{name}|{group}"].set_index("metric")
+            assert (rows["users"] == sizes[group]).all()
+            assert rows["value"].to_dict() == pytest.approx(values)
 
 
 @pytest.mark.slow

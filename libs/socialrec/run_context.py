@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -10,6 +11,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 
 from socialrec.io.tables import Lake
+
+
+# Fault injection for recovery tests: the process exits abruptly right after committing the named table.
+FAULT_AFTER_COMMIT = "SOCIALREC_FAULT_AFTER_COMMIT"
 
 
 @dataclass
@@ -59,8 +64,10 @@ class RunContext:
     def run_id(self) -> str:
         return self.report.run_id
 
-    def commit(self, table: str, df: DataFrame, **write_options) -> int:
-        """Gate `df` with its expectation suite, then write it; a failed gate raises before anything is written.
+    def commit(self, table: str, df: DataFrame, merge_on: list[str] | None = None, update_existing: bool = False,
+               **write_options) -> int:
+        """Gate `df` with its expectation suite, then write it (or MERGE it on `merge_on`); a failed gate
+        raises before anything is written.
 
         The frame is persisted so the gate and the write see the same rows without computing them twice.
         """
@@ -74,10 +81,23 @@ class RunContext:
 
                 stored = self.gate.result_rows(result, self.run_id)
                 raise GateFailed(table, [row for row in stored if not row["success"]], stored)
-            version = self.lake.write(table, df, **write_options)
+            if merge_on:
+                version = self.lake.merge(table, df, merge_on, update_existing)
+                metrics = self.lake.last_commit_metrics(table)
+                written = (metrics.get("numTargetRowsInserted", 0) + metrics.get("numTargetRowsUpdated", 0)
+                           if metrics["operation"] == "MERGE" else rows)
+            else:
+                version = self.lake.write(table, df, **write_options)
+                written = rows
         finally:
             df.unpersist()
-        self.report.tables[table] = {"path": self.lake.location(table), "version": version, "rows": rows}
+        full_rewrite = not merge_on and write_options.get("mode", "overwrite") == "overwrite" and not write_options.get(
+            "replace_where")
+        if os.environ.get(FAULT_AFTER_COMMIT) == table:
+            os._exit(137)  # recovery tests: die like a killed executor right after this table's commit
+        self.report.tables[table] = {"path": self.lake.location(table), "version": version,
+                                     "rows": rows if full_rewrite else self.lake.read(table).count(),
+                                     "rows_written": written}
         return version
 
     def record_gate(self, result) -> None:

@@ -13,7 +13,6 @@ from socialrec.run_context import RunContext
 
 EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE = r"\+?\d[\d\s().-]{7,}\d"
-RAW_COLUMNS = {"_source_file", "_ingested_at", "_batch_id"}
 
 
 def _blank(column: str) -> Column:
@@ -37,20 +36,30 @@ def first_failed_rule(rules: list[tuple[str, Column]]) -> Column:
 
 
 def quarantine_rows(labelled: DataFrame, table: str, run_id: str) -> DataFrame:
-    raw_columns = [c for c in labelled.columns if not c.startswith("_") and c != "rule"]
+    raw_columns = [c for c in labelled.columns if not c.startswith("_")] + ["_extra", "_corrupt_record"]
     return labelled.where(F.col("_rule").isNotNull()).select(
         F.lit(table).alias("table"),
         F.col("_rule").alias("rule"),
         F.to_json(F.struct(*raw_columns)).alias("record"),
         F.col("_source_file"),
+        F.col("_batch_id"),
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("quarantined_at"),
     )
 
 
-def scrub_text(column: Column) -> Column:
-    """Free text must not carry contact details into silver."""
-    return F.regexp_replace(F.regexp_replace(column, EMAIL, "[email]"), PHONE, "[phone]")
+def scrub_text(column: Column, max_chars: int) -> Column:
+    """Free text must not carry contact details into silver, nor megabytes of text into every later stage."""
+    return F.substring(F.regexp_replace(F.regexp_replace(column, EMAIL, "[email]"), PHONE, "[phone]"), 1, max_chars)
+
+
+def _raw_row_rules(id_columns: tuple[str, ...]) -> list[tuple[str, Column]]:
+    """Rules every raw table shares: lines the reader could not split into fields, and ids with bytes that
+    were not UTF-8 (the reader turns them into U+FFFD, which would silently merge distinct ids)."""
+    return [
+        ("malformed_row", F.col("_corrupt_record").isNotNull()),
+        ("invalid_encoding", F.coalesce(*[F.col(c).contains("\ufffd") for c in id_columns], F.lit(False))),
+    ]
 
 
 def _event_rules(conf: dict, ts: Column, event_type: Column, rating: Column) -> list[tuple[str, Column]]:
@@ -58,6 +67,7 @@ def _event_rules(conf: dict, ts: Column, event_type: Column, rating: Column) -> 
     low, high = clean["rating_range"]
     latest = datetime.now(timezone.utc) + timedelta(hours=clean["future_tolerance_hours"])
     return [
+        *_raw_row_rules(("user_id", "item_id")),
         ("missing_user_id", _blank("user_id")),
         ("missing_item_id", _blank("item_id")),
         ("unparsable_timestamp", ts.isNull()),
@@ -81,8 +91,8 @@ def _split(ctx: RunContext, labelled: DataFrame, table: str) -> tuple[DataFrame,
     return labelled, quarantine_rows(labelled, table, ctx.run_id)
 
 
-def clean_events(ctx: RunContext, key: bytes) -> tuple[DataFrame, DataFrame, int]:
-    bronze = ctx.lake.read("bronze.events")
+def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
+    bronze = pending_rows(ctx, "bronze.events", batches)
     ts, event_type = parse_timestamp(F.col("ts")), normalised_event_type(ctx.conf)
     rating = F.expr("try_cast(rating as double)")
     labelled = bronze.withColumn("_rule", first_failed_rule(_event_rules(ctx.conf, ts, event_type, rating)))
@@ -93,7 +103,7 @@ def clean_events(ctx: RunContext, key: bytes) -> tuple[DataFrame, DataFrame, int
         event_type.alias("event_type"),
         ts.alias("ts"),
         rating.alias("rating"),
-        scrub_text(F.col("review_text")).alias("review_text"),
+        scrub_text(F.col("review_text"), ctx.conf["clean"]["max_text_chars"]).alias("review_text"),
         F.col("session_id"),
         F.col("_batch_id"),
     )
@@ -108,14 +118,15 @@ def clean_events(ctx: RunContext, key: bytes) -> tuple[DataFrame, DataFrame, int
     return silver, quarantined, labelled.count()
 
 
-def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame) -> tuple[DataFrame, DataFrame, int]:
+def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
     """Drop self-loops and edges to users with no events (dangling), each quarantined under its rule."""
-    bronze = ctx.lake.read("bronze.social")
+    bronze = pending_rows(ctx, "bronze.social", batches)
     src, dst = F.trim("src_user_id"), F.trim("dst_user_id")
     known = known_users.select(F.col("user_id").alias("_known"))
     with_src = bronze.join(known.withColumnRenamed("_known", "_src_known"), src == F.col("_src_known"), "left")
     joined = with_src.join(known.withColumnRenamed("_known", "_dst_known"), dst == F.col("_dst_known"), "left")
     rules = [
+        *_raw_row_rules(("src_user_id", "dst_user_id")),
         ("missing_user_id", _blank("src_user_id") | _blank("dst_user_id")),
         ("self_loop", src == dst),
         ("dangling_edge", F.col("_src_known").isNull() | F.col("_dst_known").isNull()),
@@ -133,15 +144,17 @@ def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame) -> tuple[D
     return silver, quarantined, labelled.count()
 
 
-def clean_items(ctx: RunContext) -> tuple[DataFrame, DataFrame, int]:
-    bronze = ctx.lake.read("bronze.items")
+def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
+    bronze = pending_rows(ctx, "bronze.items", batches)
     price = F.expr("try_cast(price as double)")
     rules = [
+        *_raw_row_rules(("item_id",)),
         ("missing_item_id", _blank("item_id")),
         ("invalid_price", ~_blank("price") & (price.isNull() | (price < 0))),
     ]
     labelled, quarantined = _split(ctx, bronze.withColumn("_rule", first_failed_rule(rules)), "items")
-    text = lambda c: F.when(_blank(c), None).otherwise(scrub_text(F.trim(c)))  # noqa: E731
+    limit = ctx.conf["clean"]["max_text_chars"]
+    text = lambda c: F.when(_blank(c), None).otherwise(scrub_text(F.trim(c), limit))  # noqa: E731
     silver = (
         labelled.where(F.col("_rule").isNull())
         .select(F.trim("item_id").alias("item_id"), text("title").alias("title"),
@@ -152,54 +165,92 @@ def clean_items(ctx: RunContext) -> tuple[DataFrame, DataFrame, int]:
     return silver, quarantined, labelled.count()
 
 
+MERGE_KEYS = {"events": (["event_id"], False), "social": (["src_user_key", "dst_user_key"], False),
+              "items": (["item_id"], True)}  # the catalogue's latest row for an item wins
+
+
+def pending_batches(ctx: RunContext) -> list[str]:
+    """Bronze batches the clean stage has not applied yet (all of them on a new lake)."""
+    batches = {row[0] for row in ctx.lake.read("bronze.events").select("_batch_id").distinct().collect()}
+    for table in ("bronze.social", "bronze.items"):
+        if ctx.lake.exists(table):
+            batches |= {row[0] for row in ctx.lake.read(table).select("_batch_id").distinct().collect()}
+    if ctx.lake.exists("ops.batches"):
+        done = ctx.lake.read("ops.batches").where(F.col("stage") == "clean").select("batch_id").collect()
+        batches -= {row[0] for row in done}
+    return sorted(batches)
+
+
+def pending_rows(ctx: RunContext, table: str, batches: list[str]) -> DataFrame:
+    return ctx.lake.read(table).where(F.col("_batch_id").isin(batches))
+
+
 def clean(ctx: RunContext) -> dict:
-    """Clean every bronze table present, then commit silver tables and the quarantine in one go each."""
+    """Clean the bronze batches not yet applied, MERGE them into silver on natural keys and record them.
+
+    Each silver table changes in one commit and the batches are marked done last, so a run killed half way
+    is completed by the next one: MERGE and the batch-scoped quarantine overwrite make re-applying a no-op.
+    """
     key = pseudonymisation_key(ctx.conf["clean"]["pseudonymisation"])
-    figures = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0, "tables": {}}
-    events, quarantined, events_in = clean_events(ctx, key)
-    outputs = [("events", events, quarantined, events_in)]
+    batches = pending_batches(ctx)
+    figures = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0, "tables": {},
+               "batches": batches}
+    if not batches:
+        return figures
+    outputs = [("events", *clean_events(ctx, key, batches))]
     if ctx.lake.exists("bronze.social"):
         known_users = ctx.lake.read("bronze.events").select(F.trim("user_id").alias("user_id")).distinct()
-        outputs.append(("social", *clean_social(ctx, key, known_users)))
+        outputs.append(("social", *clean_social(ctx, key, known_users, batches)))
     if ctx.lake.exists("bronze.items"):
-        outputs.append(("items", *clean_items(ctx)))
+        outputs.append(("items", *clean_items(ctx, batches)))
 
     checked = []
     for table, silver, quarantine, rows_in in outputs:
         silver = silver.persist()
-        rows_out, rows_quarantined = silver.count(), quarantine.count()
+        checked.append((table, silver, quarantine, rows_in, quarantine.count()))
+    quarantined = checked[0][2]
+    for _, _, quarantine, _, _ in checked[1:]:
+        quarantined = quarantined.unionByName(quarantine)
+    figures["quarantine_by_rule"] = {
+        f"{row['table']}.{row['rule']}": row["count"] for row in quarantined.groupBy("table", "rule").count().collect()
+    }
+    shares = {table: (n_quarantined, rows_in) for table, _, _, rows_in, n_quarantined in checked}
+    # Judge the whole batch before committing any of it, so a broken source leaves silver untouched.
+    _check_quarantine_share(ctx.conf, shares, figures["quarantine_by_rule"])
+    for table, silver, _, rows_in, rows_quarantined in checked:
+        keys, update_existing = MERGE_KEYS[table]
+        ctx.commit(f"silver.{table}", silver, merge_on=keys, update_existing=update_existing)
+        silver.unpersist()
+        rows_out = ctx.report.tables[f"silver.{table}"]["rows_written"]
         table_figures = {"rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": rows_quarantined,
                          "rows_duplicates": rows_in - rows_out - rows_quarantined}
         figures["tables"][table] = table_figures
         for name in table_figures:
             figures[name] += table_figures[name]
-        checked.append((table, silver, quarantine))
-    quarantined = checked[0][2]
-    for _, _, quarantine in checked[1:]:
-        quarantined = quarantined.unionByName(quarantine)
-    figures["quarantine_by_rule"] = {
-        f"{row['table']}.{row['rule']}": row["count"] for row in quarantined.groupBy("table", "rule").count().collect()
-    }
-    # Judge the whole batch before committing any of it, so a broken source leaves silver untouched.
-    _check_quarantine_share(ctx.conf, figures)
-    for table, silver, _ in checked:
-        ctx.commit(f"silver.{table}", silver)
-        silver.unpersist()
-    ctx.commit("silver.quarantine", quarantined, mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
+    batch_list = ", ".join(f"'{batch}'" for batch in batches)
+    ctx.commit("silver.quarantine", quarantined, mode="overwrite", replace_where=f"_batch_id IN ({batch_list})")
+    mark_batches_done(ctx, "clean", batches)
     return figures
+
+
+def mark_batches_done(ctx: RunContext, stage: str, batches: list[str]) -> None:
+    rows = [(stage, batch, ctx.run_id) for batch in batches]
+    done = ctx.spark.createDataFrame(rows, "stage string, batch_id string, run_id string").withColumn(
+        "applied_at", F.current_timestamp())
+    ctx.lake.write("ops.batches", done, mode="append")
 
 
 class QuarantineThresholdExceeded(RuntimeError):
     """Too large a share of a table was quarantined: the source is probably broken, not just dirty."""
 
 
-def _check_quarantine_share(conf: dict, figures: dict) -> None:
+def _check_quarantine_share(conf: dict, shares: dict[str, tuple[int, int]], by_rule: dict[str, int]) -> None:
     limit = conf["quality"]["max_quarantine_fraction"]
-    for table, stats in figures["tables"].items():
-        share = stats["rows_quarantined"] / max(stats["rows_in"], 1)
+    for table, (quarantined, rows_in) in shares.items():
+        share = quarantined / max(rows_in, 1)
         if share > limit:
-            reasons = {k: v for k, v in figures["quarantine_by_rule"].items() if k.startswith(f"{table}.")}
+            reasons = {k: v for k, v in by_rule.items() if k.startswith(f"{table}.")}
             raise QuarantineThresholdExceeded(
-                f"silver.{table}: {share:.1%} of {stats['rows_in']} rows quarantined, above the limit of "
+                f"silver.{table}: {share:.1%} of {rows_in} rows quarantined, above the limit of "
                 f"{limit:.1%} (quality.max_quarantine_fraction); by rule: {reasons}"
             )

@@ -1,21 +1,44 @@
-"""The evaluate stage: full-ranking metrics on the test split for the model and the baselines, computed
-per user inside Spark (only one rank per user and model comes back to the driver)."""
+"""The evaluate stage: full-ranking metrics on the test split for the model and the baselines (popularity,
+item-KNN, implicit ALS), computed per user inside Spark (only ranks and top-K lists come back to the driver),
+plus catalogue coverage and the same metrics per user group (cold/warm, with/without friends)."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
+from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from socialrec.inference import model_store
 from socialrec.run_context import RunContext
 
-BASELINES = ("popularity",)
+BASELINES = bl.KNOWN_BASELINES
 
 
-def rank_partitions(checkpoint_dir: str, popularity: np.ndarray, max_len: int, batch_size: int, threads: int):
-    """Rank of each user's test item among all items not seen before it, for the model and popularity."""
+class _Local:
+    """Stands in for a Spark broadcast where none can be made (the value then travels with the closure)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def unpersist(self) -> None:
+        pass
+
+
+def _share(spark, value):
+    try:
+        return spark.sparkContext.broadcast(value)
+    except Exception:  # e.g. Spark Connect, which has no SparkContext: ship it in the closure instead
+        return _Local(value)
+
+
+def rank_partitions(checkpoint_dir: str, baselines: dict, max_len: int, batch_size: int, threads: int, k: int):
+    """Rank of each user's test item among all items not seen before it, and each top-k list, for the model
+    and every baseline in `baselines` ({name: shared value}: popularity vector, item-KNN matrix + settings,
+    ALS item factors)."""
 
     def run(frames):
         import torch
@@ -28,38 +51,133 @@ def rank_partitions(checkpoint_dir: str, popularity: np.ndarray, max_len: int, b
                 records = chunk.to_dict("records")
                 targets = chunk["test_item"].to_numpy(dtype=np.int64)
                 seen = [np.asarray(r["items"])[:-1] for r in records]
-                model_scores = model_store.score_histories(model, records, "valid", max_len)
-                popular = np.broadcast_to(popularity, (len(chunk), len(popularity)))
-                yield pd.DataFrame({
+                scores = {"model": model_store.score_histories(model, records, "valid", max_len)}
+                if "popularity" in baselines:
+                    scores["popularity"] = np.tile(baselines["popularity"].value, (len(chunk), 1))
+                if "itemknn" in baselines:
+                    knn = baselines["itemknn"].value
+                    scores["itemknn"] = bl.knn_scores(knn["matrix"], seen, knn["history"], knn["decay"])
+                if "als" in baselines:
+                    scores["als"] = bl.als_scores(chunk["als_factors"].tolist(), baselines["als"].value)
+                out = {
                     "user_key": chunk["user_key"].to_numpy(),
-                    "model": target_ranks(model_scores, targets, seen).astype(np.int32),
-                    "popularity": target_ranks(popular, targets, seen).astype(np.int32),
-                })
+                    "n_steps": np.array([len(r["items"]) for r in records], dtype=np.int32),
+                    "n_friend_items": np.array([int((np.asarray(r["friend_items"] if r["friend_items"] is not None
+                                                                else [], dtype=np.int64) > 0).sum())
+                                                for r in records], dtype=np.int32),
+                }
+                for name, values in scores.items():
+                    values = bl.mask_seen(np.array(values, dtype=np.float64), targets, seen)
+                    out[name] = target_ranks(values, targets).astype(np.int32)
+                    out[f"{name}_top"] = bl.top_items(values, k)
+                yield pd.DataFrame(out)
 
     return run
 
 
+def summarise(ranks: np.ndarray, tops, ks, n_items: int) -> dict[str, float]:
+    """Ranking metrics plus catalogue coverage@K for one model over one set of users."""
+    values = metrics_from_ranks(ranks, ks)
+    for k in ks:
+        values[f"coverage@{k}"] = bl.catalogue_coverage(tops, n_items, k)
+    return values
+
+
 def evaluate(ctx: RunContext) -> dict:
-    conf, lake = ctx.conf, ctx.lake
+    conf, lake, spark = ctx.conf, ctx.lake, ctx.spark
+    settings = conf["evaluate"]
+    ks = list(settings["ks"])
+    names = list(settings.get("baselines", ["popularity"]))
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown} in evaluate.baselines; known: {', '.join(BASELINES)}")
+    timings: dict[str, float] = {}
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
     index = lake.read("gold.item_index").select("item_idx", "popularity").toPandas()
-    popularity = np.zeros(int(index["item_idx"].max()) + 1, dtype=np.float64)
-    # A tiny id-based tie-break keeps the ranking deterministic without favouring the target.
-    popularity[index["item_idx"].to_numpy()] = index["popularity"].to_numpy() - index["item_idx"].to_numpy() * 1e-9
-    schema = StructType([StructField("user_key", StringType())]
-                        + [StructField(name, IntegerType()) for name in ("model", *BASELINES)])
-    users = lake.read("gold.user_sequences").where(F.col("test_item") > 0).select(
-        "user_key", "items", "event_types", "hours", "gaps", "test_item", "friend_items")
-    ranks = users.mapInPandas(
-        rank_partitions(model_info["checkpoint"], popularity, conf["features"]["max_seq_len"],
-                        conf["infer"]["batch_size"], conf["infer"]["torch_threads"]),
-        schema,
-    ).toPandas()
-    ks = conf["evaluate"]["ks"]
-    metrics = {name: metrics_from_ranks(ranks[name].to_numpy(), ks) for name in ("model", *BASELINES)}
+    n_items = int(index["item_idx"].max())
+    catalogue = len(index)
+    sequences = lake.read("gold.user_sequences")
+    users = sequences.where(F.col("test_item") > 0).select(
+        "user_key", "user_idx", "items", "event_types", "hours", "gaps", "test_item", "friend_items")
+
+    shared: dict = {}
+    figures: dict = {}
+    if "popularity" in names:
+        popularity = np.zeros(n_items + 1, dtype=np.float64)
+        # A tiny id-based tie-break keeps the ranking deterministic without favouring the target.
+        popularity[index["item_idx"].to_numpy()] = (index["popularity"].to_numpy()
+                                                    - index["item_idx"].to_numpy() * 1e-9)
+        shared["popularity"] = _share(spark, popularity)
+    pairs = None
+    if "itemknn" in names or "als" in names:
+        pairs = bl.interactions(sequences).persist()
+    if "itemknn" in names:
+        started = time.perf_counter()
+        knn_conf = settings.get("itemknn") or {}
+        neighbours = int(knn_conf.get("neighbours", 50))
+        n_pairs = pairs.count()
+        if bl.sparse is not None and n_pairs <= int(knn_conf.get("driver_max_pairs", 2_000_000)):
+            local = pairs.select("user_idx", "item_idx").toPandas()
+            rows, cols, vals = bl.cosine_neighbours_local(local["user_idx"], local["item_idx"], n_items, neighbours)
+            figures["itemknn_similarity"] = "driver"
+        else:
+            sims = bl.cosine_neighbours_spark(pairs, neighbours).toPandas()
+            rows, cols, vals = sims["item_i"], sims["item_j"], sims["sim"]
+            figures["itemknn_similarity"] = "spark"
+        figures["itemknn_neighbour_pairs"] = int(len(rows))
+        shared["itemknn"] = _share(spark, {
+            "matrix": bl.similarity_matrix(rows, cols, vals, n_items),
+            "history": int(knn_conf.get("history", conf["features"]["max_seq_len"])),
+            "decay": float(knn_conf.get("recency_decay", 1.0)),
+        })
+        timings["itemknn_fit"] = round(time.perf_counter() - started, 2)
+    if "als" in names:
+        started = time.perf_counter()
+        user_factors, item_factors = bl.fit_als(pairs, n_items, settings["als"])
+        users = users.join(user_factors, "user_idx", "left")
+        shared["als"] = _share(spark, item_factors)
+        timings["als_fit"] = round(time.perf_counter() - started, 2)
+
+    order = [name for name in BASELINES if name in names]
+    schema = StructType(
+        [StructField("user_key", StringType()), StructField("n_steps", IntegerType()),
+         StructField("n_friend_items", IntegerType())]
+        + [field for name in ("model", *order)
+           for field in (StructField(name, IntegerType()), StructField(f"{name}_top", ArrayType(IntegerType())))]
+    )
+    started = time.perf_counter()
+    try:
+        ranks = users.mapInPandas(
+            rank_partitions(model_info["checkpoint"], shared, conf["features"]["max_seq_len"],
+                            conf["infer"]["batch_size"], conf["infer"]["torch_threads"], max(ks)),
+            schema,
+        ).toPandas()
+    finally:
+        for value in shared.values():
+            value.unpersist()
+        if pairs is not None:
+            pairs.unpersist()
+    timings["ranking"] = round(time.perf_counter() - started, 2)
+
+    models = ("model", *order)
+    metrics = {name: summarise(ranks[name].to_numpy(), ranks[f"{name}_top"], ks, catalogue) for name in models}
     rows = [(ctx.run_id, name, metric, float(value), len(ranks))
             for name, values in metrics.items() for metric, value in values.items()]
-    table = ctx.spark.createDataFrame(rows, "run_id string, model string, metric string, value double, users long")
+    groups = bl.user_groups(ranks["n_steps"].to_numpy(), ranks["n_friend_items"].to_numpy(),
+                            int(settings.get("cold_max_steps", 5)))
+    by_group: dict[str, dict] = {}
+    group_sizes: dict[str, int] = {}
+    for group, mask in groups.items():
+        group_sizes[group] = int(mask.sum())
+        if not mask.any():
+            continue  # an empty group has no metrics (zeros would read as a result)
+        members = ranks[mask]
+        by_group[group] = {name: summarise(members[name].to_numpy(), members[f"{name}_top"], ks, catalogue)
+                           for name in models}
+        rows += [(ctx.run_id, f"{name}|{group}", metric, float(value), len(members))
+                 for name, values in by_group[group].items() for metric, value in values.items()]
+    table = spark.createDataFrame(rows, "run_id string, model string, metric string, value double, users long")
     ctx.commit("gold.metrics", table, mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
-    ctx.report.metrics.update(metrics)
-    return {"users_evaluated": len(ranks), "rows_out": len(rows)}
+    ctx.report.metrics.update(metrics)  # {model_name: {metric: value}} only; groups go to the stage figures
+    return {"users_evaluated": len(ranks), "rows_out": len(rows), "models": list(models),
+            "group_sizes": group_sizes, "metrics_by_group": by_group, "timings": timings, **figures}

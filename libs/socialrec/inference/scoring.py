@@ -74,5 +74,5 @@ def recommend(ctx: RunContext) -> dict:
     )
     ctx.commit("gold.recommendations", recommendations, mode="overwrite", partition_by=["run_date"],
                replace_where=f"run_id = '{ctx.run_id}'")
-    rows = ctx.report.tables["gold.recommendations"]["rows"]
+    rows = ctx.report.tables["gold.recommendations"]["rows_written"]
     return {"rows_out": rows, "model_version": model_info["model_version"]}

@@ -71,6 +71,23 @@ class Lake:
             writer.save(target)
         return self.version(name)
 
+    def merge(self, name: str, df: DataFrame, keys: list[str], update_existing: bool = False) -> int:
+        """Upsert `df` on natural `keys` in one Delta commit (insert-only unless `update_existing`), so a batch
+        applied twice changes nothing; a missing table is created from `df`. Returns the new version."""
+        if not self.exists(name):
+            return self.write(name, df)
+        condition = " AND ".join(f"target.`{key}` <=> batch.`{key}`" for key in keys)
+        merge = self.delta(name).alias("target").merge(df.alias("batch"), condition)
+        if update_existing:
+            merge = merge.whenMatchedUpdateAll()
+        merge.whenNotMatchedInsertAll().execute()
+        return self.version(name)
+
+    def last_commit_metrics(self, name: str) -> dict:
+        row = self.delta(name).history(1).select("operation", "operationMetrics").first()
+        return {"operation": row["operation"], **{k: int(v) for k, v in (row["operationMetrics"] or {}).items()
+                                                   if str(v).isdigit()}}
+
     def version(self, name: str) -> int:
         return int(self.delta(name).history(1).select("version").first()[0])
 
