@@ -61,6 +61,7 @@ def cmd_run(args) -> int:
     from socialrec.pipeline import run_pipeline
     from socialrec.summary import closing_summary
 
+    from socialrec.etl.adapters import detect, is_generic
     from socialrec.io.sources import require_source
     from socialrec.pipeline import resolve_stages
 
@@ -70,7 +71,7 @@ def cmd_run(args) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     selected = resolve_stages(stages, synthetic=args.source is None)  # fail on a typo before Spark starts
     if args.source and "ingest" in selected:
-        require_source(args.source)
+        require_source(args.source) if is_generic(Path(args.source)) else detect(Path(args.source))
     report = run_pipeline(conf, source=args.source, stages=stages, run_id=args.run_id)
     print(closing_summary(report, conf))
     return 0

@@ -18,9 +18,11 @@ def closing_summary(report: RunReport, conf: dict) -> str:
         names = list(report.metrics)
         keys = list(report.metrics[names[0]])
         lines.append("\nmetrics (test split, full ranking):")
-        lines.append("  " + f"{'':<12}" + "".join(f"{k:>11}" for k in keys))
+        widths = [max(9, len(k)) + 2 for k in keys]
+        lines.append("  " + f"{'':<12}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)))
         for name in names:
-            lines.append("  " + f"{name:<12}" + "".join(f"{report.metrics[name].get(k, 0):>11.4f}" for k in keys))
+            values = report.metrics[name]
+            lines.append("  " + f"{name:<12}" + "".join(f"{values.get(k, 0):>{w}.4f}" for k, w in zip(keys, widths)))
     root = conf["lake"]["root"]
     lines += [
         f"\noutputs: Delta tables under {root}; run report {root}/{conf['lake']['reports_dir']}/{report.run_id}.json",

@@ -245,8 +245,9 @@ class QuarantineThresholdExceeded(RuntimeError):
 
 
 def _check_quarantine_share(conf: dict, shares: dict[str, tuple[int, int]], by_rule: dict[str, int]) -> None:
-    limit = conf["quality"]["max_quarantine_fraction"]
+    limits = conf["quality"]["max_quarantine_fraction"]
     for table, (quarantined, rows_in) in shares.items():
+        limit = limits[table] if isinstance(limits, dict) else limits
         share = quarantined / max(rows_in, 1)
         if share > limit:
             reasons = {k: v for k, v in by_rule.items() if k.startswith(f"{table}.")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
+from socialrec.etl.adapters import prepare_source
 from socialrec.io.sources import file_checksums, find_files, read_files, require_source, spark_path
 from socialrec.run_context import RunContext
 
@@ -20,6 +21,7 @@ def _ingested_checksums(ctx: RunContext, table: str) -> set[str]:
 
 def ingest(ctx: RunContext, source_dir: str) -> dict:
     """Append every table's new files to bronze; a table absent from the source is left out, not faked."""
+    source_dir = str(prepare_source(source_dir, ctx.lake.directory("staging_dir")))
     require_source(source_dir)
     figures = {"rows_in": 0, "rows_out": 0, "tables": {}, "files_new": 0, "files_already_ingested": 0,
                "files_duplicate": [], "files_empty": []}
@@ -60,6 +62,7 @@ def ingest(ctx: RunContext, source_dir: str) -> dict:
         figures["tables"][table] = rows
         figures["rows_in"] += rows
     figures["rows_out"] = figures["rows_in"]
+    figures["source"] = source_dir
     return figures
 
 
