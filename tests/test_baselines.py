@@ -75,6 +75,19 @@ def test_item_knn_scores_sum_similarities_of_the_history():
     assert bl.knn_scores(matrix, [[]])[0].tolist() == [0.0] * 6
 
 
+def test_item_knn_without_scipy_scores_the_same(monkeypatch):
+    users, items = training_pairs()
+    neighbours = bl.cosine_neighbours_local(users, items, N_ITEMS, neighbours=2)
+    histories = [[1, 3], [2], [4, 4, 1]]
+    with_scipy = bl.knn_scores(bl.similarity_matrix(*neighbours, N_ITEMS), histories, 50, 0.7)
+    monkeypatch.setattr(bl, "sparse", None)  # dense numpy fallback
+    dense = bl.similarity_matrix(*neighbours, N_ITEMS)
+    assert isinstance(dense, np.ndarray)
+    assert bl.knn_scores(dense, histories, 50, 0.7) == pytest.approx(with_scipy)
+    with pytest.raises(RuntimeError, match="scipy"):
+        bl.cosine_neighbours_local(users, items, N_ITEMS, neighbours=2)
+
+
 def test_seen_items_are_masked_and_top_lists_skip_them():
     scores = np.array([[9.0, 1.0, 5.0, 4.0, 3.0], [9.0, 1.0, 2.0, 3.0, 4.0]])
     masked = bl.mask_seen(scores.copy(), np.array([2, 4]), [[2, 3], [4]])

@@ -154,7 +154,13 @@ def fit_als(pairs: DataFrame, n_items: int, params: dict):
     """
     from pyspark.ml.recommendation import ALS
 
-    blocks = int(params.get("blocks", 4))
+    blocks = params.get("blocks")
+    if not blocks:  # null: one block per core Spark offers (2 locally, the cluster's cores on Databricks)
+        try:
+            blocks = pairs.sparkSession.sparkContext.defaultParallelism
+        except Exception:  # Spark Connect has no SparkContext
+            blocks = 10  # MLlib's default
+    blocks = int(blocks)
     als = ALS(rank=int(params["rank"]), regParam=float(params["reg"]), alpha=float(params["alpha"]),
               maxIter=int(params["iterations"]), implicitPrefs=True, userCol="user_idx", itemCol="item_idx",
               ratingCol="strength", seed=int(params.get("seed", 7)), numUserBlocks=blocks, numItemBlocks=blocks)
