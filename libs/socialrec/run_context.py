@@ -29,6 +29,7 @@ class RunReport:
     gates: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    metrics_by_group: dict = field(default_factory=dict)  # {group: {model: {metric: value}}}
     artifacts: dict = field(default_factory=dict)
     error: str | None = None
 

@@ -178,6 +178,7 @@ def evaluate(ctx: RunContext) -> dict:
                  for name, values in by_group[group].items() for metric, value in values.items()]
     table = spark.createDataFrame(rows, "run_id string, model string, metric string, value double, users long")
     ctx.commit("gold.metrics", table, mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
-    ctx.report.metrics.update(metrics)  # {model_name: {metric: value}} only; groups go to the stage figures
+    ctx.report.metrics.update(metrics)  # {model_name: {metric: value}} only
+    ctx.report.metrics_by_group.update(by_group)
     return {"users_evaluated": len(ranks), "rows_out": len(rows), "models": list(models),
             "group_sizes": group_sizes, "metrics_by_group": by_group, "timings": timings, **figures}

@@ -1,0 +1,96 @@
+"""ETL throughput: synthetic events -> bronze -> silver -> gold with the real jobs (gates included), beside
+the core of the same cleaning (parse, validate, dedupe, hashed pseudonym; no quarantine table, no gates, no
+Delta commits) in DuckDB on one machine. The ratio compares Spark's clean stage with that DuckDB query.
+
+    .venv/bin/python benchmarks/etl_throughput.py --events 1000000 3000000 [--work /tmp/bench]
+
+Prints one line per size and a Markdown table to paste into docs/benchmarks.md. Absolute times on a shared
+2-core machine are noisy: read the Spark/DuckDB ratio measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from socialrec.config import PROJECT_ROOT, deep_merge, load_config
+from socialrec.pipeline import run_pipeline
+
+EVENTS_PER_USER = 40  # what the generator's default funnel and session count produce, measured
+
+DUCKDB_CLEAN = """
+CREATE OR REPLACE TABLE silver AS
+WITH raw AS (
+  SELECT * FROM read_csv('{events}/*.csv.gz', header = true, all_varchar = true)
+), typed AS (
+  SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, lower(trim(event_type)) AS event_type,
+         try_cast(ts AS TIMESTAMP) AS ts, try_cast(rating AS DOUBLE) AS rating, review_text, session_id
+  FROM raw
+), valid AS (
+  SELECT * FROM typed
+  WHERE coalesce(user_id, '') <> '' AND coalesce(item_id, '') <> '' AND ts IS NOT NULL
+    AND ts BETWEEN TIMESTAMP '1995-01-01' AND now()::TIMESTAMP + INTERVAL 1 DAY
+    AND event_type IN ('view', 'click', 'cart', 'purchase', 'rating', 'review', 'like', 'share')
+)
+SELECT DISTINCT ON (event_id) *, sha256('{key}' || user_id) AS user_key
+FROM (SELECT *, sha256(concat_ws(chr(31), user_id, item_id, ts::VARCHAR, event_type)) AS event_id FROM valid)
+"""
+
+
+def run_spark(conf: dict, lake: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    report = run_pipeline(conf, stages=["ingest", "clean", "features"], progress=lambda _: None)
+    return time.perf_counter() - started, report.stages
+
+
+def run_duckdb(source: Path, key: str) -> tuple[float, int]:
+    import duckdb
+
+    started = time.perf_counter()
+    connection = duckdb.connect()
+    connection.execute(DUCKDB_CLEAN.format(events=source / "events", key=key))
+    rows = connection.execute("SELECT count(*) FROM silver").fetchone()[0]
+    return time.perf_counter() - started, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--work", default="/tmp/socialrec-bench")
+    parser.add_argument("--conf", default=str(PROJECT_ROOT / "conf" / "local.yml"))
+    args = parser.parse_args()
+    rows_out = []
+    for target in args.events:
+        work = Path(args.work) / f"n{target}"
+        shutil.rmtree(work, ignore_errors=True)
+        users = max(100, target // EVENTS_PER_USER)
+        conf = deep_merge(load_config(args.conf), {
+            "lake": {"root": str(work / "lake")},
+            "generator": {"users": users, "items": max(500, users // 4), "files": 8},
+        })
+        report = run_pipeline(conf, stages=["generate"], progress=lambda _: None)
+        events = report.stages["generate"]["tables"]["events"]
+        source = Path(report.source)
+        spark_seconds, stages = run_spark(conf, work / "lake")
+        key = conf["clean"]["pseudonymisation"]["dev_key"]
+        duck_seconds, duck_rows = run_duckdb(source, key)
+        stage_seconds = {name: stages[name]["seconds"] for name in ("ingest", "clean", "features")}
+        silver_rows = stages["clean"]["tables"]["events"]["rows_out"]
+        line = (f"events={events:,} spark ingest->gold {spark_seconds:.1f}s ({events / spark_seconds:,.0f} ev/s; "
+                f"{stage_seconds}) | silver rows {silver_rows:,} | duckdb clean {duck_seconds:.1f}s "
+                f"({events / duck_seconds:,.0f} ev/s, rows {duck_rows:,}) | spark clean / duckdb clean time ratio "
+                f"{stage_seconds['clean'] / duck_seconds:.1f}")
+        print(line, flush=True)
+        rows_out.append((events, spark_seconds, stage_seconds, duck_seconds))
+    print("\n| events | Spark ingest→gold (s) | events/s | ingest / clean / features (s) | DuckDB clean (s) | "
+          "clean ratio Spark/DuckDB |")
+    print("|---|---|---|---|---|---|")
+    for events, spark_seconds, stage_seconds, duck_seconds in rows_out:
+        print(f"| {events:,} | {spark_seconds:.1f} | {events / spark_seconds:,.0f} | "
+              f"{stage_seconds['ingest']} / {stage_seconds['clean']} / {stage_seconds['features']} | "
+              f"{duck_seconds:.1f} | {stage_seconds['clean'] / duck_seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
