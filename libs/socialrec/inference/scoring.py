@@ -1,5 +1,12 @@
-"""gold.user_sequences -> gold.recommendations: top-K per user from the trained model, in a Spark
-iterator UDF (mapInPandas) so the model is loaded once per worker and users stream through in batches."""
+"""gold.user_sequences -> gold.recommendations + gold.recommendation_summary.
+
+Every user is scored by the trained model in a Spark iterator UDF (mapInPandas): the model is loaded once per
+Python worker (model_store caches per process), users stream through in batches, and items are scored in
+chunks of `infer.item_chunk` with an exact top-`infer.candidate_pool` merged across chunks, so memory stays
+bounded for huge catalogues. The pool (plus the friends' items, and popular items for users without history)
+is then fused with social proof, rating sentiment, freshness and popularity, filtered by the business rules,
+diversified by category and explained (socialrec.inference.fusion holds all of that as pure functions).
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,8 +14,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
-from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (DoubleType, FloatType, IntegerType, LongType, MapType, StringType, StructField,
+                               StructType)
 
+from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
 from socialrec.run_context import RunContext
 
@@ -17,62 +26,248 @@ RANKED_SCHEMA = StructType([
     StructField("rank", IntegerType()),
     StructField("item_idx", IntegerType()),
     StructField("score", FloatType()),
+    StructField("model_score", FloatType()),
+    StructField("components", MapType(StringType(), FloatType())),
+    StructField("reason_code", StringType()),
+    StructField("reason", StringType()),
 ])
 
+SUMMARY_SCHEMA = StructType([
+    StructField("run_id", StringType()),
+    StructField("model_version", StringType()),
+    StructField("users_scored", LongType()),
+    StructField("coverage", DoubleType()),
+    StructField("mean_category_diversity", DoubleType()),
+    StructField("reason_share", MapType(StringType(), DoubleType())),
+])
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k best scores per row, best first (finite scores only)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+top_k = fu.top_k  # kept importable from here
+
+_REPRESENTATIONS: dict = {}
+
+
+def _item_representations(checkpoint_dir: str, model):
+    """[n_items + 1, hidden] item vectors, computed once per worker process beside the cached model."""
+    if checkpoint_dir not in _REPRESENTATIONS:
+        import torch
+
+        with torch.inference_mode():
+            _REPRESENTATIONS[checkpoint_dir] = model.item_representations().float().numpy()
+    return _REPRESENTATIONS[checkpoint_dir]
+
+
+def _user_vectors(model, histories: list[dict], max_len: int) -> np.ndarray:
+    import torch
+
+    from socialrec.features.windows import build_inputs
+
+    inputs = build_inputs(histories, "full", max_len)
+    with torch.inference_mode():
+        batch = {name: torch.from_numpy(values) for name, values in inputs.items()}
+        return model.user_vectors(batch).float().numpy()
+
+
+def _as_array(values, dtype) -> np.ndarray:
+    return np.asarray(values if values is not None else [], dtype=dtype)
+
+
+def user_context(row: dict, event_names: list[str]) -> fu.UserContext:
+    """A fusion.UserContext from a row of the UDF input (history arrays plus `friend_events`)."""
+    def name(code):
+        return event_names[code - 1] if 0 < code <= len(event_names) else "view"
+
+    friend_events = row.get("friend_events")
+    friend_events = list(friend_events) if friend_events is not None else []
+    return fu.UserContext(
+        user_key=row["user_key"],
+        history_items=_as_array(row["items"], np.int64),
+        history_types=np.asarray([name(int(c)) for c in _as_array(row["event_types"], np.int64)], dtype=object),
+        purchased=_as_array(row["purchased"], np.int64),
+        friend_ids=np.asarray([e["friend_idx"] for e in friend_events], dtype=np.int64),
+        friend_items=np.asarray([e["item_idx"] for e in friend_events], dtype=np.int64),
+        friend_types=np.asarray([name(int(e["event_type"])) for e in friend_events], dtype=object),
+        friend_ts=np.asarray([e["ts"] for e in friend_events], dtype=np.float64),
+    )
 
 
 def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: int, threads: int,
-                         exclude_purchased: bool):
+                         items: fu.ItemFeatures, settings: fu.FusionSettings, as_of: float, event_names: list[str]):
+    priors = fu.ItemPriors.build(items, as_of, settings)
+    pool = max(settings.candidate_pool, k)
+
     def run(frames):
         import torch
 
         torch.set_num_threads(threads)
         model, _ = model_store.load_model(checkpoint_dir)
+        representations = _item_representations(checkpoint_dir, model)
         for frame in frames:
             for start in range(0, len(frame), batch_size):
-                chunk = frame.iloc[start:start + batch_size]
-                scores = model_store.score_histories(model, chunk.to_dict("records"), "full", max_len)
-                if exclude_purchased:
-                    for row, bought in enumerate(chunk["purchased"]):
-                        scores[row, np.asarray(bought, dtype=np.int64)] = -np.inf
-                items, values = top_k(scores, k)
-                finite = np.isfinite(values)
-                users = np.repeat(chunk["user_key"].to_numpy(), items.shape[1])
-                ranks = np.tile(np.arange(1, items.shape[1] + 1, dtype=np.int32), len(chunk))
-                keep = finite.ravel()
-                yield pd.DataFrame({"user_key": users[keep], "rank": ranks[keep],
-                                    "item_idx": items.ravel()[keep].astype(np.int32),
-                                    "score": values.ravel()[keep].astype(np.float32)})
+                records = frame.iloc[start:start + batch_size].to_dict("records")
+                vectors = _user_vectors(model, records, max_len)
+                users = [user_context(row, event_names) for row in records]
+                medians = ([fu.user_median_price(u.purchased, items.price) for u in users]
+                           if settings.price_band else None)
+                best = fu.chunked_top_k(lambda lo, hi: vectors @ representations[lo:hi].T, items.n_items, pool,
+                                        settings.item_chunk,
+                                        fu.excluded_chunk_fn([u.purchased for u in users], items, settings, medians))
+                frames_out = []
+                for row, user in enumerate(users):
+                    ranked = fu.rank_user(
+                        user, items, priors, settings, k, as_of, pool_items=best.items[row],
+                        pool_scores=best.scores[row], mean=float(best.mean[row]), std=float(best.std[row]),
+                        model_scores_of=lambda ids, v=vectors[row]: representations[ids] @ v)
+                    if len(ranked):
+                        ranked.insert(0, "user_key", user.user_key)
+                        ranked.insert(1, "rank", np.arange(1, len(ranked) + 1, dtype=np.int32))
+                        frames_out.append(ranked)
+                if frames_out:
+                    out = pd.concat(frames_out, ignore_index=True)
+                    out["item_idx"] = out["item_idx"].astype(np.int32)
+                    out["score"] = out["score"].astype(np.float32)
+                    out["model_score"] = out["model_score"].astype(np.float32)
+                    yield out[[f.name for f in RANKED_SCHEMA.fields]]
     return run
+
+
+def item_features(ctx: RunContext, settings: fu.FusionSettings, as_of: float) -> fu.ItemFeatures:
+    """Dense per-item arrays on the driver (shipped to the workers in the UDF's closure): category and
+    popularity from gold.item_index, title and price from silver.items, rating sentiment and first appearance
+    from silver.events."""
+    conf, lake = ctx.conf, ctx.lake
+    index = lake.read("gold.item_index").select("item_idx", "item_id", "category", "popularity")
+    events = lake.read("silver.events")
+    first_seen = events.groupBy("item_id").agg(F.min(F.col("ts").cast("long")).alias("first_seen"))
+    frame = index.join(first_seen, "item_id", "left")
+    if lake.exists("silver.items"):
+        frame = frame.join(lake.read("silver.items").select("item_id", "title", "price"), "item_id", "left")
+    else:
+        frame = frame.withColumn("title", F.lit(None).cast("string")).withColumn("price", F.lit(None).cast("double"))
+    table = frame.toPandas().sort_values("item_idx")
+    n_items = int(table["item_idx"].max()) if len(table) else 0
+
+    def dense(column, fill, dtype):
+        out = np.full(n_items + 1, fill, dtype=dtype)
+        out[table["item_idx"].to_numpy()] = table[column].to_numpy()
+        return out
+
+    ratings = (events.where(F.col("rating").isNotNull()).join(index.select("item_id", "item_idx"), "item_id")
+               .select("item_idx", F.col("rating").cast("double").alias("rating")).toPandas())
+    rating_range = tuple(conf["clean"]["rating_range"])
+    sentiment = fu.item_sentiment(ratings["item_idx"].to_numpy(), ratings["rating"].to_numpy(), n_items,
+                                  rating_range, settings.sentiment_prior_count)
+    rating = np.full(n_items + 1, np.nan)
+    if len(ratings):
+        means = ratings.groupby("item_idx")["rating"].mean()
+        rating[means.index.to_numpy()] = means.to_numpy()
+    item_id = dense("item_id", None, object)
+    return fu.ItemFeatures(
+        item_id=item_id,
+        category=np.where(pd.isna(dense("category", None, object)), None, dense("category", None, object)),
+        popularity=dense("popularity", 0.0, np.float64),
+        sentiment=sentiment,
+        first_seen=np.asarray(pd.to_numeric(dense("first_seen", np.nan, object), errors="coerce"), dtype=np.float64),
+        price=np.asarray(pd.to_numeric(dense("price", np.nan, object), errors="coerce"), dtype=np.float64),
+        title=dense("title", None, object),
+        blocked=np.isin(item_id.astype(object), np.asarray(settings.blocked_items, dtype=object)),
+        rating=rating,
+    )
+
+
+def friend_events(ctx: RunContext, histories, settings: fu.FusionSettings):
+    """Per user the friends' purchase/like steps: array<struct<friend_idx, item_idx, event_type, ts>>."""
+    lake, names = ctx.lake, ctx.conf["clean"]["event_types"]
+    codes = [names.index(t) + 1 for t in settings.social_event_types if t in names]
+    if not lake.exists("gold.social_neighbours") or not codes:
+        return None
+    edges = lake.read("gold.social_neighbours").select("user_key", F.explode("friends").alias("friend_idx"))
+    steps = histories.select(
+        F.col("user_idx").alias("friend_idx"),
+        F.explode(F.arrays_zip(F.col("items").alias("item_idx"), F.col("event_types").alias("event_type"),
+                               F.col("ts").alias("ts"))).alias("e"),
+    ).where(F.col("e.event_type").isin(codes)).select(
+        "friend_idx", F.col("e.item_idx").alias("item_idx"), F.col("e.event_type").alias("event_type"),
+        F.col("e.ts").alias("ts"))
+    return (edges.join(steps, "friend_idx")
+            .groupBy("user_key")
+            .agg(F.collect_list(F.struct("friend_idx", "item_idx", "event_type", "ts")).alias("friend_events")))
+
+
+def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str, model_version: str) -> dict:
+    """gold.recommendation_summary for one run from its recommendations (user_key, item_idx, reason_code)."""
+    users = recs["user_key"].nunique()
+    with_category = recs.assign(category=recs["item_idx"].map(categories))
+    diversity = with_category.groupby("user_key").agg(n=("item_idx", "size"), c=("category", "nunique"))
+    shares = recs["reason_code"].value_counts(normalize=True)
+    return {
+        "run_id": run_id, "model_version": model_version, "users_scored": int(users),
+        "coverage": float(recs["item_idx"].nunique() / n_items) if n_items else 0.0,
+        "mean_category_diversity": float((diversity["c"] / diversity["n"]).mean()) if users else 0.0,
+        "reason_share": {code: float(shares.get(code, 0.0)) for code in fu.REASON_CODES},
+    }
 
 
 def recommend(ctx: RunContext) -> dict:
     conf, lake = ctx.conf, ctx.lake
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
     infer = conf["infer"]
-    histories = lake.read("gold.user_sequences").select(
-        "user_key", "items", "event_types", "hours", "gaps", "test_item", "purchased", "friend_items")
+    settings = fu.FusionSettings.from_conf(infer)
+    sequences = lake.read("gold.user_sequences")
+    as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
+    items = item_features(ctx, settings, as_of)
+    histories = sequences.select("user_key", "items", "event_types", "hours", "gaps", "test_item", "purchased",
+                                 "friend_items")
+    social = friend_events(ctx, sequences, settings)
+    if social is not None:
+        histories = histories.join(social, "user_key", "left")
     ranked = histories.mapInPandas(
         recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
-                             infer["batch_size"], infer["torch_threads"], infer["exclude_purchased"]),
+                             infer["batch_size"], infer["torch_threads"], items, settings, as_of,
+                             conf["clean"]["event_types"]),
         RANKED_SCHEMA,
     )
     run_date = datetime.now(timezone.utc).date().isoformat()
     recommendations = (
         ranked.join(lake.read("gold.item_index").select("item_idx", "item_id"), "item_idx")
-        .select("user_key", "rank", "item_id", "item_idx", "score",
-                F.lit(model_info["model_version"]).alias("model_version"), F.lit(ctx.run_id).alias("run_id"),
-                F.lit(run_date).cast("date").alias("run_date"))
-    )
-    ctx.commit("gold.recommendations", recommendations, mode="overwrite", partition_by=["run_date"],
-               replace_where=f"run_id = '{ctx.run_id}'")
+        .select("user_key", "rank", "item_id", "item_idx", "score", "model_score", "components", "reason_code",
+                "reason", F.lit(model_info["model_version"]).alias("model_version"),
+                F.lit(ctx.run_id).alias("run_id"), F.lit(run_date).cast("date").alias("run_date"))
+    ).persist()
+    try:
+        compact = recommendations.select("user_key", "item_idx", "reason_code").toPandas()
+        expected = sequences.select("user_key").distinct().count()
+        scored = compact["user_key"].nunique()
+        if scored != expected:
+            missing = (sequences.select("user_key").distinct()
+                       .join(recommendations.select("user_key").distinct(), "user_key", "left_anti").limit(5)
+                       .toPandas()["user_key"].tolist())
+            raise RuntimeError(
+                f"gold.recommendations: {scored} of {expected} users in gold.user_sequences got recommendations "
+                f"(every user must be scored); e.g. missing: {missing}")
+        categories = {i: c for i, c in enumerate(items.category) if i > 0}
+        summary = summary_row(compact, categories, items.n_items, ctx.run_id, model_info["model_version"])
+        _commit_evolving(ctx, "gold.recommendations", recommendations, mode="overwrite", partition_by=["run_date"],
+                         replace_where=f"run_id = '{ctx.run_id}'")
+    finally:
+        recommendations.unpersist()
+    _commit_evolving(ctx, "gold.recommendation_summary", ctx.spark.createDataFrame([summary], SUMMARY_SCHEMA),
+                     mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
     rows = ctx.report.tables["gold.recommendations"]["rows_written"]
-    return {"rows_out": rows, "model_version": model_info["model_version"]}
+    return {"rows_out": rows, "model_version": model_info["model_version"], "users_scored": summary["users_scored"],
+            "coverage": round(summary["coverage"], 4),
+            "reason_share": {code: round(share, 4) for code, share in summary["reason_share"].items()}}
+
+
+def _commit_evolving(ctx: RunContext, table: str, df, **options) -> None:
+    """Commit with Delta schema auto-merge on, so a lake written before these columns existed gains them
+    (a replaceWhere overwrite does not overwrite the schema)."""
+    key = "spark.databricks.delta.schema.autoMerge.enabled"
+    previous = ctx.spark.conf.get(key, None)
+    ctx.spark.conf.set(key, "true")
+    try:
+        ctx.commit(table, df, **options)
+    finally:
+        if previous is None:
+            ctx.spark.conf.unset(key)
+        else:
+            ctx.spark.conf.set(key, previous)

@@ -1,0 +1,452 @@
+"""Fusion, business rules and explanations for batch inference: pure numpy/pandas, no Spark.
+
+`scoring.recommend` gathers the inputs with Spark and calls these per batch of users inside mapInPandas;
+evaluation can call `fused_scores` on a dense model score matrix to rank the whole catalogue the same way.
+
+Final score of an item for a user (weights in `infer.fusion.weights`):
+
+    final = w_model * model + w_social * social + w_sentiment * sentiment + w_fresh * fresh + w_pop * pop
+
+- model:     the model's score z-scored per user over the whole catalogue (mean and std streamed over item
+             chunks, so it is exact however the catalogue is chunked). 0 for a user without history.
+- social:    d / (1 + d) where d = sum over the user's friends who bought/liked the item of
+             0.5 ** (age_days / social_half_life_days) (each friend counted once, at their latest event),
+             so one fresh friend purchase gives 0.5 and many saturate towards 1.
+- sentiment: `item_sentiment`: the item's mean normalised rating shrunk towards the global mean,
+             minus the global mean (unrated items get 0).
+- fresh:     0.5 ** (days since the item's first event / fresh_half_life_days); never-seen items get 1.
+- pop:       log1p(popularity) / log1p(max popularity), in [0, 1], for exploration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+COMPONENTS = ("model", "social", "sentiment", "fresh", "pop")
+REASON_CODES = ("social_proof", "similar_to_history", "popular_in_category", "trending", "model")
+DAY = 86400.0
+# Verbs for the explanation sentence, by event type name (clean.event_types).
+VERBS = {"view": "viewed", "click": "clicked", "cart": "added to your cart", "purchase": "bought",
+         "rating": "rated", "review": "reviewed", "like": "liked", "share": "shared"}
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass
+class FusionSettings:
+    weights: dict = field(default_factory=lambda: {"model": 1.0, "social": 1.5, "sentiment": 0.5,
+                                                   "fresh": 0.2, "pop": 0.3})
+    social_half_life_days: float = 30.0
+    social_event_types: tuple = ("purchase", "like")
+    fresh_half_life_days: float = 30.0
+    sentiment_prior_count: float = 5.0
+    item_chunk: int = 4096
+    candidate_pool: int = 200
+    max_per_category: int | None = 5
+    exclude_purchased: bool = True
+    repeat_purchase_categories: tuple = ()
+    blocked_items: tuple = ()
+    price_band: float | None = None
+    cold_start_popular: int = 50
+
+    @classmethod
+    def from_conf(cls, infer: dict) -> "FusionSettings":
+        fusion = infer.get("fusion") or {}
+        weights = {**cls().weights, **(fusion.get("weights") or {})}
+        unknown = set(weights) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"infer.fusion.weights: unknown components {sorted(unknown)}; expected {COMPONENTS}")
+        defaults = cls()
+        return cls(
+            weights={name: float(weights[name]) for name in COMPONENTS},
+            social_half_life_days=float(fusion.get("social_half_life_days", defaults.social_half_life_days)),
+            social_event_types=tuple(fusion.get("social_event_types", defaults.social_event_types)),
+            fresh_half_life_days=float(fusion.get("fresh_half_life_days", defaults.fresh_half_life_days)),
+            sentiment_prior_count=float(fusion.get("sentiment_prior_count", defaults.sentiment_prior_count)),
+            item_chunk=int(infer.get("item_chunk", defaults.item_chunk)),
+            candidate_pool=int(infer.get("candidate_pool", defaults.candidate_pool)),
+            max_per_category=infer.get("max_per_category", defaults.max_per_category),
+            exclude_purchased=bool(infer.get("exclude_purchased", True)),
+            repeat_purchase_categories=tuple(infer.get("repeat_purchase_categories") or ()),
+            blocked_items=tuple(str(item) for item in (infer.get("blocked_items") or ())),
+            price_band=infer.get("price_band"),
+            cold_start_popular=int(fusion.get("cold_start_popular", defaults.cold_start_popular)),
+        )
+
+
+# ----------------------------------------------------------------------------------------- item features
+@dataclass
+class ItemFeatures:
+    """Dense per-item arrays indexed by item_idx (length n_items + 1; row 0 is padding)."""
+
+    item_id: np.ndarray                 # object
+    category: np.ndarray                # object (None where unknown)
+    popularity: np.ndarray              # float
+    sentiment: np.ndarray               # float, centred (0 = global mean / unrated)
+    first_seen: np.ndarray              # float epoch seconds, nan = never seen
+    price: np.ndarray                   # float, nan = unknown
+    title: np.ndarray | None = None     # object, None where unknown
+    blocked: np.ndarray | None = None   # bool
+    rating: np.ndarray | None = None    # float, mean rating on the rating scale (nan = unrated), for reasons
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_id) - 1
+
+    def name(self, idx: int) -> str:
+        if self.title is not None and isinstance(self.title[idx], str) and self.title[idx]:
+            return f'"{self.title[idx]}"'
+        return str(self.item_id[idx])
+
+
+def item_sentiment(item_idx: np.ndarray, ratings: np.ndarray, n_items: int, rating_range=(0.0, 5.0),
+                   prior_count: float = 5.0) -> np.ndarray:
+    """Item "sentiment" from the review/rating data: each item's mean rating normalised to [0, 1] by
+    clean.rating_range, shrunk towards the global mean with `prior_count` pseudo-ratings, minus the global
+    mean. This is a plain Bayesian-average star rating, not a text-sentiment model of the review text.
+    Items without ratings get exactly 0; returns an array of length n_items + 1."""
+    low, high = rating_range
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    normalised = (np.asarray(ratings, dtype=np.float64) - low) / max(high - low, 1e-9)
+    out = np.zeros(n_items + 1)
+    if len(normalised) == 0:
+        return out
+    global_mean = normalised.mean()
+    sums = np.bincount(item_idx, weights=normalised, minlength=n_items + 1)
+    counts = np.bincount(item_idx, minlength=n_items + 1)
+    shrunk = (sums + prior_count * global_mean) / (counts + prior_count)
+    out[:] = shrunk - global_mean
+    out[0] = 0.0
+    return out
+
+
+def freshness(first_seen: np.ndarray, as_of: float, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age in days / half-life) of each item's first appearance; never-seen (new) items get 1."""
+    age_days = np.maximum(as_of - np.asarray(first_seen, dtype=np.float64), 0.0) / DAY
+    out = np.power(0.5, age_days / half_life_days)
+    return np.where(np.isnan(out), 1.0, out)
+
+
+def popularity_score(popularity: np.ndarray) -> np.ndarray:
+    """log1p(popularity) scaled to [0, 1] by the most popular item."""
+    logged = np.log1p(np.maximum(np.asarray(popularity, dtype=np.float64), 0.0))
+    top = logged.max() if len(logged) else 0.0
+    return logged / top if top > 0 else np.zeros_like(logged)
+
+
+# ------------------------------------------------------------------------------------------ social proof
+def social_proof(friends: np.ndarray, items: np.ndarray, ts: np.ndarray, as_of: float, half_life_days: float
+                 ) -> pd.DataFrame:
+    """Per item the friends' time-decayed support from (friend, item, ts) events (purchases/likes).
+
+    Each friend counts once per item, at their latest event on it. Returns columns item_idx, decayed
+    (sum of 0.5 ** (age_days / half_life) over friends), friends (how many distinct friends), and
+    social = decayed / (1 + decayed).
+    """
+    events = pd.DataFrame({"friend": np.asarray(friends, dtype=np.int64), "item_idx": np.asarray(items, dtype=np.int64),
+                           "ts": np.asarray(ts, dtype=np.float64)})
+    if events.empty:
+        return pd.DataFrame({"item_idx": np.zeros(0, np.int64), "decayed": np.zeros(0),
+                             "friends": np.zeros(0, np.int64), "social": np.zeros(0)})
+    latest = events.groupby(["item_idx", "friend"], as_index=False)["ts"].max()
+    latest["w"] = np.power(0.5, np.maximum(as_of - latest["ts"].to_numpy(), 0.0) / DAY / half_life_days)
+    out = latest.groupby("item_idx").agg(decayed=("w", "sum"), friends=("friend", "nunique")).reset_index()
+    out["social"] = out["decayed"] / (1.0 + out["decayed"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- top-K
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the k best scores per row, best first; ties go to the lower index."""
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, axis=1)
+
+
+@dataclass
+class ChunkedTopK:
+    items: np.ndarray   # [B, k] item_idx, best first (-inf values where fewer than k items are allowed)
+    scores: np.ndarray  # [B, k] raw model scores
+    mean: np.ndarray    # [B] mean of the raw scores over every item (exclusions included)
+    std: np.ndarray     # [B] standard deviation likewise
+
+
+def chunked_top_k(score_chunk, n_items: int, k: int, chunk: int, excluded_chunk=None) -> ChunkedTopK:
+    """Exact top-k over items 1..n_items scored `chunk` items at a time, so at most [B, chunk + k] scores are
+    held at once. `score_chunk(lo, hi)` returns [B, hi - lo] scores of item_idx lo..hi-1;
+    `excluded_chunk(lo, hi)` (optional) a [B, hi - lo] boolean mask of items that may not be recommended.
+    Also streams each user's mean and std of the raw scores over the whole catalogue (for z-scoring)."""
+    best_items = best_scores = None
+    total = total_sq = None
+    count = 0
+    for lo in range(1, n_items + 1, max(1, chunk)):
+        hi = min(n_items + 1, lo + max(1, chunk))
+        scores = np.asarray(score_chunk(lo, hi), dtype=np.float64)
+        total = scores.sum(axis=1) if total is None else total + scores.sum(axis=1)
+        total_sq = (scores ** 2).sum(axis=1) if total_sq is None else total_sq + (scores ** 2).sum(axis=1)
+        count += scores.shape[1]
+        if excluded_chunk is not None:
+            scores = np.where(excluded_chunk(lo, hi), -np.inf, scores)
+        ids = np.broadcast_to(np.arange(lo, hi, dtype=np.int64), scores.shape)
+        if best_items is not None:  # earlier chunks first: a stable sort keeps ties on the lower item_idx
+            scores = np.concatenate([best_scores, scores], axis=1)
+            ids = np.concatenate([best_items, ids], axis=1)
+        order, best_scores = top_k(scores, k)
+        best_items = np.take_along_axis(ids, order, axis=1)
+    if best_items is None:
+        raise ValueError("chunked_top_k: the catalogue is empty")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return ChunkedTopK(best_items, best_scores, mean, std)
+
+
+# --------------------------------------------------------------------------------------------- rules
+def user_median_price(purchased, price: np.ndarray) -> float:
+    values = price[np.asarray(purchased, dtype=np.int64)] if len(purchased) else np.zeros(0)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def allowed_items(candidates: np.ndarray, purchased, items: ItemFeatures, settings: FusionSettings,
+                  median_price: float = float("nan")) -> np.ndarray:
+    """Boolean mask over `candidates`: not padding, not blocked, not already bought (unless its category is in
+    repeat_purchase_categories) and, when price_band is set and the user has a median purchase price p, priced
+    within [p / band, p * band] (items without a price pass)."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    ok = candidates > 0
+    if items.blocked is not None:
+        ok &= ~items.blocked[candidates]
+    if settings.exclude_purchased and len(purchased):
+        bought = np.isin(candidates, np.asarray(purchased, dtype=np.int64))
+        if settings.repeat_purchase_categories:
+            repeatable = np.isin(items.category[candidates].astype(object),
+                                 np.asarray(settings.repeat_purchase_categories, dtype=object))
+            bought &= ~repeatable
+        ok &= ~bought
+    if settings.price_band and not np.isnan(median_price):
+        price = items.price[candidates]
+        band = float(settings.price_band)
+        in_band = (price >= median_price / band) & (price <= median_price * band)
+        ok &= in_band | np.isnan(price)
+    return ok
+
+
+def excluded_chunk_fn(purchased_lists, items: ItemFeatures, settings: FusionSettings, median_prices=None):
+    """`excluded_chunk(lo, hi)` for chunked_top_k: the complement of allowed_items for a batch of users,
+    built from item-level arrays plus a scatter of each user's purchases (no per-item Python loop)."""
+    repeatable = np.zeros(items.n_items + 1, dtype=bool)
+    if settings.repeat_purchase_categories:
+        repeatable = np.isin(items.category.astype(object),
+                             np.asarray(settings.repeat_purchase_categories, dtype=object))
+    bought = [np.asarray(p if settings.exclude_purchased else [], dtype=np.int64) for p in purchased_lists]
+    bought = [p[(p > 0) & (p <= items.n_items)] for p in bought]
+    bought = [p[~repeatable[p]] for p in bought]
+    medians = (np.asarray(median_prices, dtype=np.float64) if median_prices is not None and settings.price_band
+               else None)
+
+    def excluded(lo, hi):
+        mask = np.zeros((len(bought), hi - lo), dtype=bool)
+        if items.blocked is not None:
+            mask |= items.blocked[lo:hi][None, :]
+        for row, p in enumerate(bought):
+            inside = p[(p >= lo) & (p < hi)]
+            mask[row, inside - lo] = True
+        if medians is not None:
+            band = float(settings.price_band)
+            price = items.price[lo:hi][None, :]
+            out = (price < medians[:, None] / band) | (price > medians[:, None] * band)
+            mask |= out & ~np.isnan(price) & ~np.isnan(medians)[:, None]
+        return mask
+    return excluded
+
+
+def diversify(categories: np.ndarray, k: int, max_per_category: int | None) -> np.ndarray:
+    """Greedy re-rank of candidates already sorted best first: take each next candidate unless its category
+    already has `max_per_category` picks (unknown categories are never capped). When the cap leaves fewer than
+    k, the best skipped candidates fill the remaining places (so a user still gets k items if k exist).
+    Returns positions into the candidate list, in final rank order."""
+    if not max_per_category:
+        return np.arange(min(k, len(categories)))
+    picked, skipped, used = [], [], {}
+    for position, category in enumerate(categories):
+        if len(picked) == k:
+            break
+        if category is not None and not (isinstance(category, float) and np.isnan(category)):
+            if used.get(category, 0) >= max_per_category:
+                skipped.append(position)
+                continue
+            used[category] = used.get(category, 0) + 1
+        picked.append(position)
+    picked += skipped[:k - len(picked)]
+    return np.asarray(picked, dtype=np.int64)
+
+
+def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int) -> np.ndarray:
+    """Popular items in the categories of the friends' items, or globally popular items when friends give no
+    category: the candidates of a user without history beside the friends' own items."""
+    categories = {c for c in items.category[np.asarray(friend_items, dtype=np.int64)] if c is not None}
+    ids = np.arange(1, items.n_items + 1)
+    if categories:
+        in_category = np.isin(items.category[1:].astype(object), np.asarray(sorted(categories), dtype=object))
+        ids = ids[in_category]
+    order = np.argsort(-items.popularity[ids], kind="stable")
+    return ids[order[:n]]
+
+
+# ------------------------------------------------------------------------------------------ explanation
+def explain(weighted: dict, *, has_history: bool, friends: int = 0, friend_verb: str = "bought",
+            category: str | None = None, similar_item: str | None = None, similar_verb: str = "viewed",
+            rating: float | None = None, age_days: float | None = None) -> tuple[str, str]:
+    """(reason_code, reason) from the component with the largest weighted contribution.
+
+    model -> similar_to_history (user with history) or model (without); social -> social_proof;
+    pop -> popular_in_category; fresh -> trending; sentiment -> model ("well rated ...": no code of its own).
+    """
+    component = max(COMPONENTS, key=lambda name: (weighted.get(name, 0.0), -COMPONENTS.index(name)))
+    if component == "social" and friends > 0:
+        return "social_proof", f"{friends} friend{'s' if friends != 1 else ''} {friend_verb} this"
+    if component == "model" and has_history and similar_item:
+        return "similar_to_history", f"similar to {similar_item} you {similar_verb}"
+    if component == "pop":
+        return "popular_in_category", f"popular in {category}" if category else "popular right now"
+    if component == "fresh":
+        return "trending", ("new and trending" if age_days is None or np.isnan(age_days)
+                            else f"new and trending (first seen {age_days:.0f} days ago)")
+    if component == "sentiment" and rating is not None:
+        return "model", f"well rated by buyers ({rating:.1f} of 5 on average)"
+    return "model", "recommended for you"
+
+
+# ------------------------------------------------------------------------------------------ per user
+@dataclass
+class UserContext:
+    """One user's inputs. history_* are time ordered (empty for a user without history); friend_* are the
+    friends' purchase/like events (friend user_idx, item_idx, event type name, epoch seconds)."""
+
+    user_key: str
+    history_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    history_types: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    purchased: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    friend_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    friend_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    friend_types: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    friend_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass
+class ItemPriors:
+    """Item-level components computed once per run: sentiment, fresh and pop arrays (length n_items + 1)."""
+
+    sentiment: np.ndarray
+    fresh: np.ndarray
+    pop: np.ndarray
+
+    @classmethod
+    def build(cls, items: ItemFeatures, as_of: float, settings: FusionSettings) -> "ItemPriors":
+        return cls(items.sentiment.astype(np.float64),
+                   freshness(items.first_seen, as_of, settings.fresh_half_life_days),
+                   popularity_score(items.popularity))
+
+
+def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settings: FusionSettings, k: int,
+              as_of: float, pool_items=None, pool_scores=None, mean: float = 0.0, std: float = 1.0,
+              model_scores_of=None) -> pd.DataFrame:
+    """The user's fused, rule-checked, diversified top-k with components and explanations.
+
+    pool_items/pool_scores: the model's best allowed items and raw scores (from chunked_top_k), mean/std the
+    user's raw score moments; model_scores_of(items) gives raw model scores of extra candidates (friends' items).
+    A user without history (or without a model pool) gets model = 0 and cold-start candidates.
+    Columns: item_idx, score, model_score, components (dict of weighted components), reason_code, reason.
+    """
+    has_history = len(user.history_items) > 0
+    social = social_proof(user.friend_ids, user.friend_items, user.friend_ts, as_of, settings.social_half_life_days)
+    pool_items = np.zeros(0, np.int64) if pool_items is None else np.asarray(pool_items, dtype=np.int64)
+    pool_scores = np.zeros(0) if pool_scores is None else np.asarray(pool_scores, dtype=np.float64)
+    finite = np.isfinite(pool_scores)
+    pool_items, pool_scores = pool_items[finite], pool_scores[finite]
+    extra = [social["item_idx"].to_numpy()]
+    if not has_history or len(pool_items) == 0:
+        extra.append(cold_start_candidates(user.friend_items, items, settings.cold_start_popular))
+    candidates = np.unique(np.concatenate([pool_items, *extra]).astype(np.int64))
+    median = user_median_price(user.purchased, items.price) if settings.price_band else float("nan")
+    candidates = candidates[allowed_items(candidates, user.purchased, items, settings, median)]
+    if len(candidates) == 0:
+        return pd.DataFrame(columns=["item_idx", "score", "model_score", "components", "reason_code", "reason"])
+
+    raw = pd.Series(pool_scores, index=pool_items).reindex(candidates).to_numpy()
+    missing = np.isnan(raw)
+    if missing.any() and model_scores_of is not None and has_history:
+        raw[missing] = np.asarray(model_scores_of(candidates[missing]), dtype=np.float64)
+    model_z = (raw - mean) / std if std > 0 else raw - mean
+    model_z = np.where(np.isfinite(model_z), model_z, 0.0) if has_history else np.zeros(len(candidates))
+    social_by_item = social.set_index("item_idx")
+    social_score = social_by_item["social"].reindex(candidates).fillna(0.0).to_numpy()
+    friend_counts = social_by_item["friends"].reindex(candidates).fillna(0).astype(int).to_numpy()
+    parts = {"model": model_z, "social": social_score, "sentiment": priors.sentiment[candidates],
+             "fresh": priors.fresh[candidates], "pop": priors.pop[candidates]}
+    weighted = {name: settings.weights[name] * values for name, values in parts.items()}
+    final = np.sum([weighted[name] for name in COMPONENTS], axis=0)
+
+    order = np.argsort(-final, kind="stable")
+    order = order[diversify(items.category[candidates[order]], k, settings.max_per_category)]
+    rows = []
+    for position in order:
+        item = int(candidates[position])
+        contributions = {name: float(weighted[name][position]) for name in COMPONENTS}
+        friend_rows = user.friend_items == item
+        types = set(np.asarray(user.friend_types)[friend_rows]) if friend_rows.any() else set()
+        verb = " or ".join(VERBS.get(t, str(t)) for t in sorted(types)) if types else "bought"
+        similar, similar_verb = similar_history_item(user, item, items)
+        age = (as_of - items.first_seen[item]) / DAY
+        code, reason = explain(
+            contributions, has_history=has_history, friends=int(friend_counts[position]), friend_verb=verb,
+            category=items.category[item], similar_item=similar, similar_verb=similar_verb,
+            rating=float(items.rating[item]) if items.rating is not None and np.isfinite(items.rating[item]) else None,
+            age_days=age)
+        rows.append({"item_idx": item, "score": float(final[position]),
+                     "model_score": float(raw[position]) if np.isfinite(raw[position]) else 0.0,
+                     "components": contributions, "reason_code": code, "reason": reason})
+    return pd.DataFrame(rows)
+
+
+def similar_history_item(user: UserContext, item: int, items: ItemFeatures) -> tuple[str | None, str]:
+    """The most recent history item in the recommended item's category (else the most recent one)."""
+    if len(user.history_items) == 0:
+        return None, "viewed"
+    history = np.asarray(user.history_items, dtype=np.int64)
+    same = np.nonzero(items.category[history] == items.category[item])[0] if items.category[item] is not None else []
+    position = int(same[-1]) if len(same) else len(history) - 1
+    kind = user.history_types[position] if len(user.history_types) > position else "view"
+    return items.name(int(history[position])), VERBS.get(kind, "viewed")
+
+
+# ------------------------------------------------------------------------------------- dense, for evaluation
+def fused_scores(model_scores: np.ndarray, users: list[UserContext], items: ItemFeatures,
+                 settings: FusionSettings, as_of: float) -> tuple[np.ndarray, dict]:
+    """Dense fused scores [B, n_items + 1] (column 0 is -inf) for a full-catalogue ranking, e.g. Recall/NDCG of
+    the fused ranking in evaluation; the same components and weights as recommendations, but no rules
+    (exclusions, category cap) - apply the evaluation's own exclusions to the result. Returns the scores and
+    the weighted components {name: [B, n_items + 1]}. For a leak-free evaluation pass friend events cut
+    before the user's test step (and histories cut likewise)."""
+    model_scores = np.asarray(model_scores, dtype=np.float64)
+    body = model_scores[:, 1:]
+    mean = body.mean(axis=1, keepdims=True)
+    std = body.std(axis=1, keepdims=True)
+    z = (body - mean) / np.where(std > 0, std, 1.0)
+    priors = ItemPriors.build(items, as_of, settings)
+    social = np.zeros_like(body)
+    for row, user in enumerate(users):
+        proof = social_proof(user.friend_ids, user.friend_items, user.friend_ts, as_of, settings.social_half_life_days)
+        social[row, proof["item_idx"].to_numpy() - 1] = proof["social"].to_numpy()
+        if len(user.history_items) == 0:
+            z[row] = 0.0
+    w = settings.weights
+    components = {"model": w["model"] * z, "social": w["social"] * social,
+                  "sentiment": np.broadcast_to(w["sentiment"] * priors.sentiment[1:], body.shape),
+                  "fresh": np.broadcast_to(w["fresh"] * priors.fresh[1:], body.shape),
+                  "pop": np.broadcast_to(w["pop"] * priors.pop[1:], body.shape)}
+    fused = np.sum([components[name] for name in COMPONENTS], axis=0)
+    pad = np.full((len(body), 1), -np.inf)
+    return (np.concatenate([pad, fused], axis=1),
+            {name: np.concatenate([pad, np.asarray(values)], axis=1) for name, values in components.items()})
