@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--users", type=int)
     generate.add_argument("--items", type=int)
     generate.add_argument("--seed", type=int)
+
+    status = commands.add_parser("status", help="tables (Delta version, rows, last commit) and the latest run",
+                                 description="Every table of lake.tables with its Delta version, row count and last "
+                                             "commit (or absent), then the latest run's status, gates and metrics.")
+    status.add_argument("--conf", help="config file (default conf/local.yml)")
+    status.add_argument("--lake", help="lake root folder (overrides lake.root)")
+
+    report = commands.add_parser("report", help="one run as a self-contained HTML page",
+                                 description="Write LAKE/_reports/<run_id>.html (stages, reconciliation, quarantine, "
+                                             "gates, tables, metrics and a plot) and print its path.")
+    report.add_argument("run_id", metavar="RUN_ID", help="a run id, or `latest`")
+    report.add_argument("--conf", help="config file (default conf/local.yml)")
+    report.add_argument("--lake", help="lake root folder (overrides lake.root)")
+    report.add_argument("--out", help="output HTML file (default LAKE/_reports/<run_id>.html)")
     return parser
 
 
@@ -90,11 +104,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from socialrec.ops.status import format_status, lake_status
+
+    print(format_status(lake_status(_load(args))))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from socialrec.ops.report import write_report
+
+    print(write_report(_load(args), args.run_id, args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "generate": cmd_generate}[args.command](args)
+        return {"run": cmd_run, "generate": cmd_generate, "status": cmd_status,
+                "report": cmd_report}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"socialrec: error: {exc}", file=sys.stderr)
         return 2
