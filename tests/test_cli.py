@@ -42,7 +42,8 @@ def test_source_without_events_is_reported(capsys, tmp_path, spark):
     source.mkdir()
     (source / "items.csv").write_text("item_id\ni1\n")
     assert main(["run", "--source", str(source), "--lake", str(tmp_path / "lake"), "--stages", "ingest"]) == 2
-    assert "no events files" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "not a source the pipeline can read" in line and "events" in line and "filmtrust" in line
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["generate"]])
