@@ -108,3 +108,25 @@ def conf_path(conf, setting):
     from pathlib import Path
 
     return Path(conf["lake"]["root"]) / conf["lake"][setting]
+
+
+@pytest.mark.slow
+def test_no_raw_user_id_reaches_gold(spark, finished_run):
+    """Pseudonymisation happens before silver: scan every string column of every gold table for raw ids."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, StringType
+
+    _, report, _ = finished_run
+    raw_id = r"^u[0-9]{6,}$"  # the generator's raw user ids
+    for name, info in report.tables.items():
+        if not name.startswith("gold."):
+            continue
+        table = spark.read.format("delta").load(info["path"])
+        for field in table.schema.fields:
+            if isinstance(field.dataType, StringType):
+                leaks = table.where(F.col(field.name).rlike(raw_id)).count()
+            elif isinstance(field.dataType, ArrayType) and isinstance(field.dataType.elementType, StringType):
+                leaks = table.where(F.exists(field.name, lambda v: v.rlike(raw_id))).count()
+            else:
+                continue
+            assert leaks == 0, f"{name}.{field.name} holds raw user ids"
