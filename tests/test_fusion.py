@@ -169,6 +169,14 @@ def test_three_friends_bought_this():
     assert set(out["reason_code"]) <= set(fu.REASON_CODES)
 
 
+def test_a_social_fact_is_the_reason_even_when_the_model_weighs_more():
+    weighted = {"model": 2.4, "social": 0.75, "sentiment": 0.1, "fresh": 0.0, "pop": 0.2}
+    assert fu.explain(weighted, has_history=True, friends=1, similar_item="i1") == (
+        "social_proof", "1 friend bought this")
+    assert fu.explain(weighted, has_history=True, friends=0, similar_item="i1") == (
+        "similar_to_history", "similar to i1 you viewed")
+
+
 def test_explanations_for_popularity_freshness_and_ratings():
     weighted = {"model": 0.1, "social": 0.0, "sentiment": 0.0, "fresh": 0.0, "pop": 0.3}
     assert fu.explain(weighted, has_history=True, category="books") == ("popular_in_category", "popular in books")

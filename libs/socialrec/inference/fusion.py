@@ -298,13 +298,14 @@ def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int)
 def explain(weighted: dict, *, has_history: bool, friends: int = 0, friend_verb: str = "bought",
             category: str | None = None, similar_item: str | None = None, similar_verb: str = "viewed",
             rating: float | None = None, age_days: float | None = None) -> tuple[str, str]:
-    """(reason_code, reason) from the component with the largest weighted contribution.
-
-    model -> similar_to_history (user with history) or model (without); social -> social_proof;
+    """(reason_code, reason): a concrete social fact whenever friends bought or liked the item (the reason people
+    act on, even where the model's score weighs more), otherwise the component with the largest weighted
+    contribution. model -> similar_to_history (user with history) or model (without); social -> social_proof;
     pop -> popular_in_category; fresh -> trending; sentiment -> model ("well rated ...": no code of its own).
+    The weights of every component stay in `components`, so the numbers behind a sentence remain auditable.
     """
     component = max(COMPONENTS, key=lambda name: (weighted.get(name, 0.0), -COMPONENTS.index(name)))
-    if component == "social" and friends > 0:
+    if friends > 0 and weighted.get("social", 0.0) > 0:
         return "social_proof", f"{friends} friend{'s' if friends != 1 else ''} {friend_verb} this"
     if component == "model" and has_history and similar_item:
         return "similar_to_history", f"similar to {similar_item} you {similar_verb}"
