@@ -210,12 +210,17 @@ def convert_ciao(raw_dir: Path, out_dir: Path) -> dict[str, int]:
         df = df.sort_values(["u", "ts"], kind="stable")
     else:  # rating.mat alone: no time, synthetic times in file order
         df["ts"] = synthetic_ts(df["u"])
+    return _write_tang(df, Path(raw_dir), Path(out_dir), "catalog_ciao.txt")
+
+
+def _write_tang(df: pd.DataFrame, raw_dir: Path, out_dir: Path, catalog_name: str) -> dict[str, int]:
+    """Ciao and Epinions share Tang et al.'s layout: ratings (u, p, c, r, ts), `trustnetwork.mat`, a category list."""
     counts = {"events": _write(_events(df["u"], df["p"], df["ts"], "rating", df["r"]), out_dir, "events")}
-    trust = _first(Path(raw_dir), "trustnetwork.mat")
+    trust = _first(raw_dir, "trustnetwork.mat")
     if trust is not None:
         t = _load_mat(trust)
         counts["social"] = _write(_social(t[:, 0], t[:, 1], "trust"), out_dir, "social")
-    catalog = _read_catalog(_first(Path(raw_dir), "catalog_ciao.txt"))
+    catalog = _read_catalog(_first(raw_dir, catalog_name))
     counts["items"] = _write(_tang_items(df["p"], df["c"], catalog), out_dir, "items")
     return counts
 
@@ -233,14 +238,8 @@ def convert_epinions(raw_dir: Path, out_dir: Path) -> dict[str, int]:
     inputs = _require(detect_epinions, raw_dir, "epinions")
     m = _load_mat(inputs[0])
     df = pd.DataFrame({"u": m[:, 0], "p": m[:, 1], "c": m[:, 2], "r": m[:, 3]})
-    counts = {"events": _write(_events(df["u"], df["p"], synthetic_ts(df["u"]), "rating", df["r"]), out_dir, "events")}
-    trust = _first(Path(raw_dir), "trustnetwork.mat")
-    if trust is not None:
-        t = _load_mat(trust)
-        counts["social"] = _write(_social(t[:, 0], t[:, 1], "trust"), out_dir, "social")
-    catalog = _read_catalog(_first(Path(raw_dir), "catalog_epinion.txt"))
-    counts["items"] = _write(_tang_items(df["p"], df["c"], catalog), out_dir, "items")
-    return counts
+    df["ts"] = synthetic_ts(df["u"])
+    return _write_tang(df, Path(raw_dir), Path(out_dir), "catalog_epinion.txt")
 
 
 # ------------------------------------------------------------------------------------------ HetRec 2011 Last.fm
