@@ -76,4 +76,33 @@ if [ ! -f "$jar_dir/.complete" ]; then
   rm -rf "$jar_dir"; mv "$tmp" "$jar_dir"
 fi
 ln -sfn "$jar_dir" .jars
-echo "[setup] ok: .venv (packages from $env_dir) ; .jars -> $jar_dir"
+
+# Headless Chromium (Debian's `chromium`) for tests/test_report_browser.py, which opens the HTML run report in
+# it. SOCIALREC_CHROMIUM names another binary. Without apt (or root) this only warns: the rest of the setup is
+# still usable, and that test then fails saying what is missing.
+chromium_note="chromium: ${SOCIALREC_CHROMIUM:-$(command -v chromium || echo missing)}"
+if [ -z "${SOCIALREC_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  apt_log="$CACHE_ROOT/apt-chromium.log"
+  apt_install() {
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      -o DPkg::Lock::Timeout=300 chromium >>"$apt_log" 2>&1
+  }
+  if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
+    echo "[setup] installing Debian's chromium (headless browser for the report test; about 125 MB)"
+    : >"$apt_log"
+    if apt_install || { $sudo apt-get update -q >>"$apt_log" 2>&1 && apt_install; }; then
+      chromium_note="chromium: $(command -v chromium)"
+    else
+      echo "[setup] WARNING: could not install chromium with apt (log: $apt_log); tests/test_report_browser.py" \
+           "will fail until it is installed or SOCIALREC_CHROMIUM points at a Chromium binary" >&2
+      tail -n 5 "$apt_log" >&2
+    fi
+  else
+    echo "[setup] WARNING: chromium is missing and apt-get (as root or via sudo -n) is unavailable: install" \
+         "Debian's chromium or set SOCIALREC_CHROMIUM=/path/to/chromium, or tests/test_report_browser.py fails" >&2
+  fi
+elif [ -n "${SOCIALREC_CHROMIUM:-}" ] && [ ! -x "$SOCIALREC_CHROMIUM" ]; then
+  echo "[setup] WARNING: SOCIALREC_CHROMIUM=$SOCIALREC_CHROMIUM is not an executable file" >&2
+fi
+echo "[setup] ok: .venv (packages from $env_dir) ; .jars -> $jar_dir ; $chromium_note"

@@ -1,8 +1,8 @@
-"""One small pipeline run shared by tests/test_ops.py and tests/test_notebooks.py (imported by both, so a
-single pytest session builds the lake once; run alone, each file builds it once).
+"""One small pipeline run shared by the end-to-end, ops, notebook, browser and ablation tests (imported by each,
+so a single pytest session builds the lake once; run alone, each file builds it once).
 
-The lake is the test configuration (conf/test.yml) with a smaller synthetic source and fewer epochs/ALS
-iterations, so that each of those test files stays within a few minutes on 2 cores."""
+The lake is the test configuration (conf/test.yml) with fewer epochs and ALS iterations, so that the whole
+pipeline stays within a few minutes on 2 cores."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,6 @@ import pytest
 from socialrec.config import deep_merge
 
 FAST = {
-    "generator": {"users": 200, "items": 100, "files": 2},
     "train": {"epochs": 2, "valid_users": 200},
     "evaluate": {"als": {"iterations": 3, "rank": 8}},
 }
@@ -23,9 +22,15 @@ def build_lake(conf: dict, root) -> tuple[dict, object]:
 
     if "run" not in _BUILT:
         lake_conf = deep_merge(conf, {**FAST, "lake": {"root": str(root)}})
-        report = run_pipeline(lake_conf, progress=lambda line: None)
+        _BUILT["lines"] = []
+        report = run_pipeline(lake_conf, progress=_BUILT["lines"].append)
         _BUILT["run"] = (lake_conf, report)
     return _BUILT["run"]
+
+
+def progress_lines() -> list[str]:
+    """The progress lines the shared run printed."""
+    return _BUILT["lines"]
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,12 @@ def test_item_knn_without_scipy_scores_the_same(monkeypatch):
 
 def test_seen_items_are_masked_and_top_lists_skip_them():
     scores = np.array([[9.0, 1.0, 5.0, 4.0, 3.0], [9.0, 1.0, 2.0, 3.0, 4.0]])
-    masked = bl.mask_seen(scores.copy(), np.array([2, 4]), [[2, 3], [4]])
-    assert masked[0].tolist() == [-np.inf, 1.0, 5.0, -np.inf, 3.0]  # target 2 stays although seen
-    assert target_ranks(masked, np.array([2, 4])).tolist() == [0, 0]
-    assert [t.tolist() for t in bl.top_items(masked, 2)] == [[2, 4], [4, 3]]
+    masked = bl.mask_seen(scores.copy(), [[3], [4]])
+    assert masked[0].tolist() == [-np.inf, 1.0, 5.0, -np.inf, 3.0]
+    assert target_ranks(masked, np.array([2, 3])).tolist() == [0, 0]
+    assert [t.tolist() for t in bl.top_items(masked, 2)] == [[2, 4], [3, 2]]
+    # A target the user had already seen is masked like any seen item: the last rank, a miss for every model.
+    assert target_ranks(masked, np.array([3, 4])).tolist() == [4, 4]
     flat = np.full((1, 4), -np.inf)
     flat[0, 2] = 1.0
     assert [t.tolist() for t in bl.top_items(flat, 3)] == [[2]]  # -inf items are never listed
@@ -158,7 +160,7 @@ def test_implicit_als_ranks_the_planted_item_first(spark, conf):
     users = sorted(planted)
     scores = bl.als_scores([factors.get(u) for u in users], item_factors)
     targets = np.array([planted[u] for u in users])
-    masked = bl.mask_seen(scores, targets, [seen[u] for u in users])
+    masked = bl.mask_seen(scores, [seen[u] for u in users])
     ranks = target_ranks(masked, targets)
     assert (ranks == 0).mean() >= 0.8, ranks
     assert np.isneginf(scores[:, 13]).all()

@@ -1,7 +1,8 @@
 """The Databricks Asset Bundle, checked offline: it parses, every task's entry point exists and accepts the
-task's parameters, the task graph is the pipeline's stage order, the targets exist and every table of the
-Databricks config is a Unity Catalog name. (The bundle's published JSON schema is not on PyPI, so no schema
-validation is done here; `databricks bundle validate` does it where the CLI is installed.)"""
+task's parameters, the task graph is the pipeline's stage order, the maintenance job runs weekly on prod, the
+targets exist and every table of the Databricks config is a Unity Catalog name. (The bundle's published JSON
+schema is not on PyPI, so no schema validation is done here; `databricks bundle validate` does it where the CLI
+is installed.)"""
 import re
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def bundle():
 @pytest.fixture(scope="module")
 def tasks(bundle):
     jobs = bundle["resources"]["jobs"]
-    assert set(jobs) == {"socialrec_pipeline", "socialrec_training"}
+    assert set(jobs) == {"socialrec_pipeline", "socialrec_training", "socialrec_maintenance"}
     return jobs["socialrec_pipeline"]["tasks"]
 
 
@@ -111,6 +112,21 @@ def test_targets_dev_default_and_prod_scheduled(bundle):
     assert targets["prod"]["mode"] == "production"
     schedule = targets["prod"]["resources"]["jobs"]["socialrec_pipeline"]["schedule"]
     assert schedule["quartz_cron_expression"] and schedule["timezone_id"]
+
+
+def test_maintenance_job_runs_the_maintain_entry_point_weekly_on_prod(bundle):
+    job = bundle["resources"]["jobs"]["socialrec_maintenance"]
+    (task,) = job["tasks"]
+    script = (PROJECT_ROOT / task["spark_python_task"]["python_file"]).read_text()
+    assert re.search(r'main\(\["maintain",\s*\*sys\.argv\[1:\]\]\)', script)
+    assert task["libraries"] == [{"whl": "./dist/*.whl"}]
+    defaults = {p["name"]: p["default"] for p in job["parameters"]}
+    argv = [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: defaults[m.group(1)], p)
+            for p in task["spark_python_task"]["parameters"]]
+    args = build_parser().parse_args(["maintain", *argv])
+    assert args.command == "maintain" and (PROJECT_ROOT / args.conf).is_file()
+    cron = bundle["targets"]["prod"]["resources"]["jobs"]["socialrec_maintenance"]["schedule"]["quartz_cron_expression"]
+    assert cron.split()[5] not in ("*", "?")  # a day of the week: weekly, not nightly
 
 
 def test_databricks_tables_are_unity_catalog_names():

@@ -7,20 +7,18 @@ import sys
 
 import pytest
 
-from socialrec.pipeline import STAGES, run_pipeline
+from conftest_pipeline import pipeline_lake, progress_lines  # noqa: F401  (the shared session fixture)
+from socialrec.pipeline import STAGES
 
 METRIC_KEYS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10"}
-BASELINES = {"popularity", "itemknn", "als"}
+BASELINES = {"popularity", "itemknn", "als", "sasrec"}  # sasrec: the model with text, context and social off
+RANKED = {"model", "fused", *BASELINES}
 
 
 @pytest.fixture(scope="module")
-def finished_run(spark, conf, tmp_path_factory):
-    from socialrec.config import deep_merge
-
-    lake_conf = deep_merge(conf, {"lake": {"root": str(tmp_path_factory.mktemp("e2e") / "lake")}})
-    lines = []
-    report = run_pipeline(lake_conf, progress=lines.append)
-    return lake_conf, report, lines
+def finished_run(pipeline_lake):
+    lake_conf, report = pipeline_lake
+    return lake_conf, report, progress_lines()
 
 
 @pytest.mark.slow
@@ -34,7 +32,7 @@ def test_every_stage_runs_and_reports(finished_run):
     assert clean["rows_quarantined"] > 0 and clean["rows_duplicates"] > 0  # the generator plants dirt
     assert clean["rows_in"] == clean["rows_out"] + clean["rows_quarantined"] + clean["rows_duplicates"]
     assert report.gates and all(gate["success"] for gate in report.gates.values())
-    assert set(report.metrics) >= {"model", *BASELINES}
+    assert set(report.metrics) == RANKED
     assert all(set(values) >= METRIC_KEYS for values in report.metrics.values())
 
     saved = json.loads((conf_path(conf, "reports_dir") / "latest.json").read_text())
@@ -68,7 +66,7 @@ def test_model_learns_beyond_chance(finished_run):
 @pytest.mark.slow
 def test_baselines_and_user_groups_are_evaluated_on_the_same_users(spark, finished_run):
     conf, report, _ = finished_run
-    assert set(report.metrics) == {"model", *BASELINES}  # {model_name: {metric: value}}: never a group in here
+    assert set(report.metrics) == RANKED  # {model_name: {metric: value}}: never a group in here
     n_items = conf["generator"]["items"]
     assert report.metrics["itemknn"]["recall@10"] > 3 * 10 / n_items  # co-occurrence finds the planted structure
     for values in report.metrics.values():
@@ -77,13 +75,13 @@ def test_baselines_and_user_groups_are_evaluated_on_the_same_users(spark, finish
     users, sizes, by_group = stage["users_evaluated"], stage["group_sizes"], stage["metrics_by_group"]
     assert sizes["cold"] + sizes["warm"] == users and sizes["friends"] + sizes["no_friends"] == users
     assert set(by_group) == {group for group, size in sizes.items() if size > 0}
-    assert all(set(models) == {"model", *BASELINES} and all(set(v) >= METRIC_KEYS for v in models.values())
+    assert all(set(models) == RANKED and all(set(v) >= METRIC_KEYS for v in models.values())
                for models in by_group.values())
 
     metrics = spark.read.format("delta").load(report.tables["gold.metrics"]["path"]).toPandas()
     metrics = metrics[metrics["run_id"] == report.run_id]
     overall = metrics[~metrics["model"].str.contains("|", regex=False)]
-    assert set(overall["model"]) == {"model", *BASELINES} and (overall["users"] == users).all()
+    assert set(overall["model"]) == RANKED and (overall["users"] == users).all()
     for group, models in by_group.items():
         for name, values in models.items():
             rows = metrics[metrics["model"] == f"{name}|{group}"].set_index("metric")

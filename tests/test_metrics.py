@@ -18,10 +18,13 @@ def test_metrics_match_hand_computed_values():
     assert got["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 11 + 1 / 26) / 4)
 
 
-def test_target_rank_ignores_padding_and_excluded_items_but_never_the_target():
+def test_target_rank_ignores_padding_and_excluded_items_and_an_excluded_target_is_a_miss():
     scores = np.array([[9.0, 5.0, 4.0, 3.0, 2.0]])  # column 0 is padding and must not count
     assert target_ranks(scores, np.array([3]))[0] == 2
-    assert target_ranks(scores, np.array([3]), excluded=[[1, 3]])[0] == 1  # item 1 removed, target kept
+    assert target_ranks(scores, np.array([3]), excluded=[[1]])[0] == 1  # item 1 removed
+    # Sparing a seen target alone would reveal it among the history: it is excluded too, ranked last.
+    assert target_ranks(scores, np.array([3]), excluded=[[1, 3]])[0] == 4  # below all 4 real items
+    assert metrics_from_ranks(target_ranks(scores, np.array([3]), excluded=[[3]]), ks=(3,))["recall@3"] == 0.0
 
 
 def test_ties_count_against_the_target():

@@ -163,13 +163,13 @@ def successor_batch(gen: torch.Generator, batch_size: int) -> dict[str, torch.Te
             "friend_items": torch.randint(0, N_ITEMS + 1, (batch_size, 4), generator=gen)}
 
 
-def test_learns_the_successor_pattern_quickly():
+def successor_accuracy(model: SocialSequenceRecommender, steps: int = 300) -> float:
+    """Train on successor batches, then the share of users whose best unseen item is the successor (seen items
+    are ranked out, as scoring does: exclude_seen never trains them as negatives)."""
     torch.set_num_threads(1)
-    model = make_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(0)
-    started = time.perf_counter()
-    for _ in range(300):
+    for _ in range(steps):
         loss = model.training_loss(successor_batch(gen, 32))
         optimizer.zero_grad()
         loss.backward()
@@ -177,8 +177,85 @@ def test_learns_the_successor_pattern_quickly():
     model.eval()
     batch = successor_batch(gen, 256)
     with torch.no_grad():
-        predicted = model.score_all(batch).argmax(dim=1)
-    expected = batch["items"][:, -1] % N_ITEMS + 1
-    accuracy = (predicted == expected).float().mean().item()
-    assert accuracy > 0.9, accuracy
+        predicted = model.score_all(batch).scatter(1, batch["items"], float("-inf")).argmax(dim=1)
+    return (predicted == batch["items"][:, -1] % N_ITEMS + 1).float().mean().item()
+
+
+def test_learns_the_successor_pattern_quickly():
+    started = time.perf_counter()
+    assert successor_accuracy(make_model()) > 0.9
     assert time.perf_counter() - started < 20
+
+
+def test_exclude_seen_skips_repeat_targets_and_never_uses_seen_items_as_negatives():
+    model = make_model(use_text=False, use_context=False, use_social=False, exclude_seen=True).eval()
+    batch = {"items": torch.tensor([[0, 0, 0, 0, 1, 2, 1, 3]])}
+    with torch.no_grad():
+        states = model.sequence_states(batch)[0]
+        scores = states @ model.item_representations()[1:].T  # column j is item j + 1
+        expected = []
+        for step, target, seen in ((4, 2, [1]), (6, 3, [1, 2])):  # 2 -> 1 at step 5 repeats item 1: no target
+            logits = scores[step].clone()
+            logits[[item - 1 for item in seen]] = float("-inf")
+            expected.append(-torch.log_softmax(logits, dim=0)[target - 1])
+        assert model.training_loss(batch).item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+        assert model.training_loss(batch, exclude_seen=False).item() != pytest.approx(
+            model.training_loss(batch).item(), abs=1e-3)
+
+
+def sampled_model(**flags) -> SocialSequenceRecommender:
+    torch.manual_seed(0)
+    counts = np.arange(N_ITEMS + 1, dtype=np.float64)  # item k was seen k times: a popularity skew
+    conf = {**MODEL_CONF, "loss": "sampled", "negatives": 8, "sampling_alpha": 1.0, **flags}
+    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table(), item_counts=counts)
+
+
+def test_sampled_softmax_subtracts_log_q_and_masks_accidental_hits():
+    model = sampled_model()
+    q = model.sampling_probs
+    assert q[0] == 0 and torch.allclose(q[1:], torch.arange(2, N_ITEMS + 2) / torch.arange(2, N_ITEMS + 2).sum())
+    representations = model.item_representations().detach()
+    queries, labels = torch.randn(5, 32), torch.tensor([1, 2, 3, 4, 5])
+    torch.manual_seed(3)
+    logits, positive_index, candidates = model._sampled_logits(queries, labels, representations)
+    assert logits.shape == (5, 9) and positive_index.tolist() == [0] * 5
+    raw = queries @ representations.T
+    assert torch.allclose(logits[:, 0], raw[torch.arange(5), labels] - q[labels].log(), atol=1e-5)
+    hit = candidates[None, :] == labels[:, None]
+    expected = raw[:, candidates] - q[candidates].log()
+    assert torch.allclose(logits[:, 1:][~hit], expected[~hit], atol=1e-5)
+    assert torch.isneginf(logits[:, 1:][hit]).all()
+
+    only_item_5 = torch.zeros(N_ITEMS + 1)
+    only_item_5[5] = 1.0
+    model.sampling_probs = only_item_5  # every negative is the label itself: only the positive remains
+    logits, _, _ = model._sampled_logits(queries[4:], labels[4:], representations)
+    assert torch.isneginf(logits[:, 1:]).all() and F_cross_entropy(logits) == 0.0
+
+
+def F_cross_entropy(logits: torch.Tensor) -> float:
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long)).item()
+
+
+def test_sampled_softmax_checkpoint_keeps_the_sampling_distribution(tmp_path):
+    model = sampled_model()
+    save_checkpoint(tmp_path / "ckpt", model, {"epoch": 0})
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(loaded.sampling_probs, model.sampling_probs)
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="model.loss"):
+        make_model(loss="bpr")
+
+
+@pytest.mark.parametrize("flags", [{"loss": "sampled", "negatives": 10},
+                                   {"loss": "sampled", "negatives": 10, "exclude_seen": True}])
+def test_learns_the_successor_pattern_with_sampled_softmax(flags):
+    assert successor_accuracy(sampled_model(**flags)) > 0.9
+
+
+def test_auto_loss_is_full_for_small_catalogues_and_sampled_beyond_the_limit():
+    assert make_model(loss="auto", full_softmax_max_items=N_ITEMS).loss == "full"
+    model = make_model(loss="auto", full_softmax_max_items=N_ITEMS - 1, negatives=8)
+    assert model.loss == "sampled" and model.sampling_probs.shape == (N_ITEMS + 1,)

@@ -2,7 +2,9 @@
 workers on uneven shards, a pattern the model must learn, and a best checkpoint that scores as reported."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +17,7 @@ from socialrec.config import deep_merge
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from socialrec.features.windows import build_inputs, pad_left
 from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoint
-from socialrec.train.trainer import train_recommender
+from socialrec.train.trainer import FAULT_ENV, latest_checkpoint, train_recommender
 
 N_ITEMS = 50
 MAX_HISTORY = 12  # short next to the catalogue: excluding seen items still leaves most of it to rank
@@ -51,19 +53,29 @@ def write_train_examples(directory, conf, rng) -> list[str]:
     return files
 
 
-def test_ray_petastorm_training_learns_and_exports_the_best_epoch(conf, tmp_path):
+@pytest.fixture(scope="module")
+def training(conf, tmp_path_factory):
+    """The inputs of one small training problem and its uninterrupted run, shared by the recovery tests."""
     conf = deep_merge(conf, {"train": {"lr": 0.01}})
+    root = tmp_path_factory.mktemp("training")
     rng = np.random.default_rng(0)
-    (tmp_path / "train_examples").mkdir()
-    train_files = write_train_examples(tmp_path / "train_examples", conf, rng)
+    (root / "train_examples").mkdir()
+    train_files = write_train_examples(root / "train_examples", conf, rng)
     valid = [successor_history(rng) for _ in range(200)]
     valid_inputs = build_inputs(valid, "train", conf["features"]["max_seq_len"])
     valid_targets = np.array([h["valid_item"] for h in valid])
     text = rng.normal(size=(N_ITEMS + 1, TEXT_DIM)).astype(np.float32)
     text[0] = text[::7] = 0
+    problem = {"conf": conf, "train_files": train_files, "valid_inputs": valid_inputs,
+               "valid_targets": valid_targets, "n_items": N_ITEMS, "text_embeddings": text}
+    result = train_recommender(**problem, output_dir=str(root / "uninterrupted"))
+    return problem, result, root
 
-    result = train_recommender(conf, train_files, valid_inputs, valid_targets, N_ITEMS, text, str(tmp_path / "out"))
 
+def test_ray_petastorm_training_learns_and_exports_the_best_epoch(training):
+    problem, result, _ = training
+    conf, valid_inputs, valid_targets, text = (problem[key] for key in ("conf", "valid_inputs", "valid_targets",
+                                                                         "text_embeddings"))
     assert not ray.is_initialized()  # the local Ray it started is shut down again
     train_conf = conf["train"]
     epochs = range(train_conf["epochs"])
@@ -74,7 +86,7 @@ def test_ray_petastorm_training_learns_and_exports_the_best_epoch(conf, tmp_path
     assert all(entry["samples"] == steps_per_epoch * train_conf["batch_size"] * train_conf["num_workers"]
                for entry in result.history)
     ndcg = [entry["ndcg@10"] for entry in result.history]
-    assert result.best_epoch == int(np.argmax(ndcg))
+    assert ndcg[result.best_epoch] == max(ndcg)  # ties between epochs may resolve to either
     assert result.samples_per_second > 0 and result.seconds > 0
 
     untrained = SocialSequenceRecommender(conf["model"], N_ITEMS, conf["features"]["max_seq_len"], text).eval()
@@ -88,3 +100,63 @@ def validation_ndcg(model, inputs, targets) -> float:
     with torch.no_grad():
         scores = model.score_all({name: torch.from_numpy(values) for name, values in inputs.items()})
     return metrics_from_ranks(target_ranks(scores.numpy(), targets, excluded=inputs["items"]), ks=(10,))["ndcg@10"]
+
+
+def same_history(left: list[dict], right: list[dict]) -> bool:
+    keys = ("epoch", "step", "samples", "train_loss", "ndcg@10", "recall@10", "mrr")
+    return all(a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
+               for a, b in zip(left, right, strict=True) for key in keys)
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_result(training, tmp_path, monkeypatch):
+    problem, uninterrupted, _ = training
+    conf = deep_merge(problem["conf"], {"train": {"max_failures": 0}})
+    monkeypatch.setenv(FAULT_ENV, "1:0:2")  # rank 0 dies at the third step of the second epoch
+    with pytest.raises(Exception):
+        train_recommender(**{**problem, "conf": conf}, output_dir=str(tmp_path / "interrupted"))
+    monkeypatch.delenv(FAULT_ENV)
+    assert not ray.is_initialized()
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and json.loads((Path(checkpoint) / "meta.json").read_text())["epoch"] == 0
+
+    resumed = train_recommender(**{**problem, "conf": conf}, output_dir=str(tmp_path / "resumed"),
+                                resume_from=checkpoint)
+    assert same_history(resumed.history, uninterrupted.history)
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    assert validation_ndcg(load_checkpoint(resumed.checkpoint_dir)[0], problem["valid_inputs"],
+                           problem["valid_targets"]) == pytest.approx(max(e["ndcg@10"] for e in uninterrupted.history),
+                                                                      abs=1e-6)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train_recommender(**problem, output_dir=str(tmp_path / "again"),
+                          resume_from=latest_checkpoint(tmp_path / "resumed"))
+
+
+def test_a_worker_killed_mid_epoch_is_survived(training, tmp_path, monkeypatch):
+    problem, uninterrupted, _ = training
+    monkeypatch.setenv(FAULT_ENV, "1:1:3")  # rank 1's process exits at the fourth step of the second epoch
+    survived = train_recommender(**problem, output_dir=str(tmp_path / "killed"))
+    assert (tmp_path / "killed" / "fault-injected").is_file()  # the worker really died
+    assert same_history(survived.history, uninterrupted.history)  # restarted from epoch 0's checkpoint
+
+
+def test_resume_point_picks_the_variants_newest_checkpoint(tmp_path):
+    import os
+
+    from socialrec.train.stage import resume_point
+
+    def checkpoint(run: str, variant: str, number: int, mtime: int) -> Path:
+        folder = tmp_path / run / variant / "ray_results" / "fit" / f"checkpoint_{number:06d}"
+        folder.mkdir(parents=True)
+        (folder / "train_state.pt").write_bytes(b"")
+        os.utime(folder, (mtime, mtime))
+        return folder
+
+    checkpoint("run-a", "model", 0, 100)
+    newest_model = checkpoint("run-b", "model", 1, 300)
+    newest_sasrec = checkpoint("run-a", "sasrec", 2, 400)
+    assert resume_point(tmp_path, None, "model") is None
+    assert resume_point(tmp_path, "latest", "model") == str(newest_model)  # not sasrec's, though newer
+    assert resume_point(tmp_path, "latest", "sasrec") == str(newest_sasrec)
+    assert resume_point(tmp_path, "run-a", "model") == str(tmp_path / "run-a/model/ray_results/fit/checkpoint_000000")
+    with pytest.raises(FileNotFoundError, match="no `no_text` checkpoint"):
+        resume_point(tmp_path, "latest", "no_text")

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help="comma-separated subset of stages to run, in pipeline order")
     run.add_argument("--run-id", help="join an existing run (multi-task jobs share one run id and report)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=3")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                     help="train continues an interrupted training run from its last epoch checkpoint "
+                          "(the latest one, or RUN_ID's) instead of starting afresh (train.resume)")
+    run.add_argument("--users", metavar="all|changed-since=YYYY-MM-DD",
+                     help="users the infer stage rescores (infer.users; default all)")
 
     generate = commands.add_parser("generate", help="write a synthetic source in the generic input format")
     generate.add_argument("--out", required=True, help="output folder")
@@ -60,6 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--conf", help="config file (default conf/local.yml)")
     report.add_argument("--lake", help="lake root folder (overrides lake.root)")
     report.add_argument("--out", help="output HTML file (default LAKE/_reports/<run_id>.html)")
+
+    maintain = commands.add_parser("maintain", help="OPTIMIZE (Z-order) and VACUUM the lake's tables",
+                                   description="Compact every table of lake.tables (Z-ordered per maintenance.zorder),"
+                                               " then VACUUM with maintenance.vacuum_retention_hours; prints the files"
+                                               " before/after per table.")
+    maintain.add_argument("--conf", help="config file (default conf/local.yml)")
+    maintain.add_argument("--lake", help="lake root folder (overrides lake.root)")
+    maintain.add_argument("--tables", help="comma-separated subset of lake.tables (default: all)")
+    maintain.add_argument("--set", action="append", metavar="KEY=VALUE",
+                          help="override a config value, e.g. maintenance.vacuum_retention_hours=336")
+
+    ablate = commands.add_parser("ablate", help="the model without social / text / context, beside the baselines",
+                                 description="Train the full model and each of evaluate.ablations (one component "
+                                             "off) plus train.variants, evaluate all with the baselines on the "
+                                             "same split, and write ablation-<run_id>.md and .png. Uses the lake's "
+                                             "gold tables when present, else runs the pipeline up to evaluate.")
+    ablate.add_argument("--conf", help="config file (default conf/local.yml)")
+    ablate.add_argument("--lake", help="lake root folder (overrides lake.root)")
+    ablate.add_argument("--source", help="raw source folder when the lake has no gold tables yet")
+    ablate.add_argument("--out", help="folder for the Markdown table and plot (default LAKE/_reports)")
+    ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     return parser
 
 
@@ -68,11 +94,19 @@ def _load(args) -> dict:
     _overrides(conf, getattr(args, "set", None))
     if getattr(args, "lake", None):
         conf["lake"]["root"] = args.lake
+    if getattr(args, "resume", None):
+        conf["train"]["resume"] = args.resume
+    if hasattr(args, "users"):  # `run`: a malformed infer.users (--users or --set) fails before Spark starts
+        from socialrec.inference.scoring import users_since
+
+        conf["infer"]["users"] = args.users or conf["infer"].get("users", "all")
+        users_since(conf["infer"]["users"])
     return conf
 
 
 def cmd_run(args) -> int:
     from socialrec.pipeline import run_pipeline
+    from socialrec.progress import Console
     from socialrec.summary import closing_summary
 
     from socialrec.etl.adapters import detect, is_generic
@@ -86,7 +120,11 @@ def cmd_run(args) -> int:
     selected = resolve_stages(stages, synthetic=args.source is None)  # fail on a typo before Spark starts
     if args.source and "ingest" in selected:
         require_source(args.source) if is_generic(Path(args.source)) else detect(Path(args.source))
-    report = run_pipeline(conf, source=args.source, stages=stages, run_id=args.run_id)
+    console = Console()  # stage and table lines on stdout; a bar on stderr when it is a terminal
+    try:
+        report = run_pipeline(conf, source=args.source, stages=stages, run_id=args.run_id, progress=console)
+    finally:
+        console.close()
     print(closing_summary(report, conf))
     return 0
 
@@ -118,12 +156,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_maintain(args) -> int:
+    from socialrec.io.spark_session import get_spark
+    from socialrec.ops.maintenance import format_figures, maintain
+
+    conf = _load(args)
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    print(format_figures(maintain(get_spark(conf), conf, tables)))
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from socialrec.evaluation.ablation import run_ablation
+
+    result = run_ablation(_load(args), source=args.source, out_dir=args.out)
+    print(Path(result["markdown"]).read_text())
+    print(f"wrote {result['markdown']} and {result['plot']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "generate": cmd_generate, "status": cmd_status,
-                "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "ablate": cmd_ablate, "generate": cmd_generate, "status": cmd_status,
+                "report": cmd_report, "maintain": cmd_maintain}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"socialrec: error: {exc}", file=sys.stderr)
         return 2

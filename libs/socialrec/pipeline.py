@@ -69,21 +69,28 @@ def resolve_stages(requested: list[str] | None, synthetic: bool) -> list[str]:
 
 def run_pipeline(conf: dict, source: str | None = None, stages: list[str] | None = None,
                  progress: Callable[[str], None] = print, run_id: str | None = None) -> RunReport:
-    """Run the stages; the first failure stops the run, is recorded in the report and re-raised."""
+    """Run the stages; the first failure stops the run, is recorded in the report and re-raised.
+
+    `progress` gets a line when a stage starts and ends and one per committed table; a progress object with a
+    `stage(done, total, name)` method (socialrec.progress.Console) also hears where the run is, for its bar."""
     synthetic = source is None
     lake_root = Path(conf["lake"]["root"]).resolve()
     source = source or str(lake_root / "_source" / "synthetic")
     ctx = make_context(conf, source, run_id)
+    ctx.progress = progress
+    advance = getattr(progress, "stage", lambda done, total, name="": None)
     functions = _stage_functions()
     reports_dir = ctx.lake.directory("reports_dir")
     selected = resolve_stages(stages, synthetic)
     try:
         for position, stage in enumerate(selected, 1):
             progress(f"[{position}/{len(selected)}] {stage} ...")
+            advance(position - 1, len(selected), stage)
             with StageTimer(ctx.report, stage) as figures:
                 figures.update(functions[stage](ctx, source))
             progress(f"[{position}/{len(selected)}] {stage} ok in {figures['seconds']:.1f}s "
                      f"({_headline(figures)})")
+            advance(position, len(selected))
             ctx.report.save(reports_dir)
         ctx.report.status = "ok"
     except Exception as exc:

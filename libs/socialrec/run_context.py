@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 
 from socialrec.io.tables import Lake
+from socialrec.progress import table_line
 
 
 # Fault injection for recovery tests: the process exits abruptly right after committing the named table.
@@ -60,6 +62,7 @@ class RunContext:
     lake: Lake
     report: RunReport
     gate: object  # socialrec.quality.gates.QualityGate; typed loosely to keep GX's import lazy
+    progress: Callable[[str], None] | None = None  # one line per committed table (socialrec.progress.table_line)
 
     @property
     def run_id(self) -> str:
@@ -70,8 +73,11 @@ class RunContext:
         """Gate `df` with its expectation suite, then write it (or MERGE it on `merge_on`); a failed gate
         raises before anything is written.
 
-        The frame is persisted so the gate and the write see the same rows without computing them twice.
+        The frame is persisted so the gate and the write see the same rows without computing them twice. The
+        seconds reported (and logged through `progress`) cover computing the frame, the gate and the write: what
+        the table cost the run.
         """
+        started = time.perf_counter()
         df = df.persist()
         try:
             rows = df.count()
@@ -96,9 +102,12 @@ class RunContext:
             "replace_where")
         if os.environ.get(FAULT_AFTER_COMMIT) == table:
             os._exit(137)  # recovery tests: die like a killed executor right after this table's commit
+        seconds = round(time.perf_counter() - started, 2)
         self.report.tables[table] = {"path": self.lake.location(table), "version": version,
                                      "rows": rows if full_rewrite else self.lake.read(table).count(),
-                                     "rows_written": written}
+                                     "rows_written": written, "seconds": seconds}
+        if self.progress:
+            self.progress(table_line(table, rows, seconds, version, written if merge_on else None))
         return version
 
     def record_gate(self, result) -> None:

@@ -194,12 +194,12 @@ def als_scores(user_factors, item_factors: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- ranking helpers
 
-def mask_seen(scores: np.ndarray, targets: np.ndarray, seen) -> np.ndarray:
-    """In place: padding and each user's already-seen items (never the target) to -inf, as target_ranks does."""
+def mask_seen(scores: np.ndarray, seen) -> np.ndarray:
+    """In place: padding and each user's already-seen items (a seen target too) to -inf, as target_ranks does."""
     scores[:, 0] = -np.inf
     for row, items in enumerate(seen):
         items = np.asarray(items, dtype=np.int64)
-        scores[row, items[(items > 0) & (items != targets[row])]] = -np.inf
+        scores[row, items[items > 0]] = -np.inf
     return scores
 
 

@@ -12,7 +12,9 @@ from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, S
 
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
+from socialrec.inference.scoring import friend_events, item_features, user_context
 from socialrec.run_context import RunContext
 
 BASELINES = bl.KNOWN_BASELINES
@@ -35,23 +37,31 @@ def _share(spark, value):
         return _Local(value)
 
 
-def rank_partitions(checkpoint_dir: str, baselines: dict, max_len: int, batch_size: int, threads: int, k: int):
-    """Rank of each user's test item among all items not seen before it, and each top-k list, for the model
-    and every baseline in `baselines` ({name: shared value}: popularity vector, item-KNN matrix + settings,
-    ALS item factors)."""
+def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, batch_size: int, threads: int,
+                    k: int, fusion: dict | None = None):
+    """Rank of each user's test item among all items not seen before it, and each top-k list, for every trained
+    model in `checkpoints` ({name: checkpoint dir}: `model` and its variants) and every baseline in `baselines`
+    ({name: shared value}: popularity vector, item-KNN matrix + settings, ALS item factors). With `fusion`
+    ({items, settings, as_of, event_names}) also `fused`: the model's scores fused with social proof, sentiment,
+    freshness and popularity as recommendations are, from friends' events before the user's test step only."""
 
     def run(frames):
         import torch
 
         torch.set_num_threads(threads)
-        model, _ = model_store.load_model(checkpoint_dir)
+        models = {name: model_store.load_model(path)[0] for name, path in checkpoints.items()}
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 chunk = frame.iloc[start:start + batch_size]
                 records = chunk.to_dict("records")
                 targets = chunk["test_item"].to_numpy(dtype=np.int64)
                 seen = [np.asarray(r["items"])[:-1] for r in records]
-                scores = {"model": model_store.score_histories(model, records, "valid", max_len)}
+                scores = {name: model_store.score_histories(model, records, "valid", max_len)
+                          for name, model in models.items()}
+                if fusion is not None:
+                    contexts = [user_context(before_test_step(record), fusion["event_names"]) for record in records]
+                    scores["fused"], _ = fu.fused_scores(scores["model"], contexts, fusion["items"],
+                                                         fusion["settings"], fusion["as_of"])
                 if "popularity" in baselines:
                     scores["popularity"] = np.tile(baselines["popularity"].value, (len(chunk), 1))
                 if "itemknn" in baselines:
@@ -67,12 +77,20 @@ def rank_partitions(checkpoint_dir: str, baselines: dict, max_len: int, batch_si
                                                 for r in records], dtype=np.int32),
                 }
                 for name, values in scores.items():
-                    values = bl.mask_seen(np.array(values, dtype=np.float64), targets, seen)
+                    values = bl.mask_seen(np.array(values, dtype=np.float64), seen)
                     out[name] = target_ranks(values, targets).astype(np.int32)
                     out[f"{name}_top"] = bl.top_items(values, k)
                 yield pd.DataFrame(out)
 
     return run
+
+
+def before_test_step(record: dict) -> dict:
+    """The user's history and friends' events as they stood just before the test step."""
+    test_ts = record["ts"][-1]
+    friend_events = record.get("friend_events")
+    return {**record, "items": record["items"][:-1], "event_types": record["event_types"][:-1], "purchased": [],
+            "friend_events": [e for e in (friend_events if friend_events is not None else []) if e["ts"] < test_ts]}
 
 
 def summarise(ranks: np.ndarray, tops, ks, n_items: int) -> dict[str, float]:
@@ -93,12 +111,23 @@ def evaluate(ctx: RunContext) -> dict:
         raise ValueError(f"unknown baseline(s) {unknown} in evaluate.baselines; known: {', '.join(BASELINES)}")
     timings: dict[str, float] = {}
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
+    checkpoints = {"model": model_info["checkpoint"],
+                   **{name: path for name, path in (model_info.get("variants") or {}).items() if name != "model"}}
     index = lake.read("gold.item_index").select("item_idx", "popularity").toPandas()
     n_items = int(index["item_idx"].max())
     catalogue = len(index)
     sequences = lake.read("gold.user_sequences")
     users = sequences.where(F.col("test_item") > 0).select(
-        "user_key", "user_idx", "items", "event_types", "hours", "gaps", "test_item", "friend_items")
+        "user_key", "user_idx", "items", "event_types", "hours", "gaps", "ts", "test_item", "friend_items")
+    fusion = None
+    if settings.get("fused", True):
+        fusion_settings = fu.FusionSettings.from_conf(conf["infer"])
+        as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
+        fusion = {"items": item_features(ctx, fusion_settings, as_of), "settings": fusion_settings, "as_of": as_of,
+                  "event_names": conf["clean"]["event_types"]}
+        social = friend_events(ctx, sequences, fusion_settings)
+        if social is not None:
+            users = users.join(social, "user_key", "left")
 
     shared: dict = {}
     figures: dict = {}
@@ -138,18 +167,18 @@ def evaluate(ctx: RunContext) -> dict:
         shared["als"] = _share(spark, item_factors)
         timings["als_fit"] = round(time.perf_counter() - started, 2)
 
-    order = [name for name in BASELINES if name in names]
+    models = (*checkpoints, *(["fused"] if fusion else []), *[name for name in BASELINES if name in names])
     schema = StructType(
         [StructField("user_key", StringType()), StructField("n_steps", IntegerType()),
          StructField("n_friend_items", IntegerType())]
-        + [field for name in ("model", *order)
+        + [field for name in models
            for field in (StructField(name, IntegerType()), StructField(f"{name}_top", ArrayType(IntegerType())))]
     )
     started = time.perf_counter()
     try:
         ranks = users.mapInPandas(
-            rank_partitions(model_info["checkpoint"], shared, conf["features"]["max_seq_len"],
-                            conf["infer"]["batch_size"], conf["infer"]["torch_threads"], max(ks)),
+            rank_partitions(checkpoints, shared, conf["features"]["max_seq_len"],
+                            conf["infer"]["batch_size"], conf["infer"]["torch_threads"], max(ks), fusion),
             schema,
         ).toPandas()
     finally:
@@ -159,7 +188,6 @@ def evaluate(ctx: RunContext) -> dict:
             pairs.unpersist()
     timings["ranking"] = round(time.perf_counter() - started, 2)
 
-    models = ("model", *order)
     metrics = {name: summarise(ranks[name].to_numpy(), ranks[f"{name}_top"], ks, catalogue) for name in models}
     rows = [(ctx.run_id, name, metric, float(value), len(ranks))
             for name, values in metrics.items() for metric, value in values.items()]

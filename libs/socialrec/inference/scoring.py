@@ -6,17 +6,29 @@ chunks of `infer.item_chunk` with an exact top-`infer.candidate_pool` merged acr
 bounded for huge catalogues. The pool (plus the friends' items, and popular items for users without history)
 is then fused with social proof, rating sentiment, freshness and popularity, filtered by the business rules,
 diversified by category and explained (socialrec.inference.fusion holds all of that as pure functions).
+
+`infer.approximate.enabled` swaps the exact chunked top-K for an IVF index (socialrec.inference.ann) where
+scanning the catalogue for every user is too slow; its recall against exact is measured, not assumed.
+
+`infer.users` (or `socialrec run --users`): `all` (the default) rescores everyone; `changed-since=YYYY-MM-DD`
+rescores only the users with a silver.events row at or after that UTC date. Each run appends its own rows to
+gold.recommendations (partition run_date, key run_id), so after an incremental run a user's current list is the
+one of the latest run that scored them: `current_recommendations` selects exactly that, and the run's summary
+row says which users it covered (`scope`).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (DoubleType, FloatType, IntegerType, LongType, MapType, StringType, StructField,
                                StructType)
 
+from socialrec.inference import ann
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
 from socialrec.run_context import RunContext
@@ -39,11 +51,13 @@ SUMMARY_SCHEMA = StructType([
     StructField("coverage", DoubleType()),
     StructField("mean_category_diversity", DoubleType()),
     StructField("reason_share", MapType(StringType(), DoubleType())),
+    StructField("scope", StringType()),  # infer.users of the run: `all` or `changed-since=<UTC timestamp>`
 ])
 
 top_k = fu.top_k  # kept importable from here
 
 _REPRESENTATIONS: dict = {}
+_INDEXES: dict = {}
 
 
 def _item_representations(checkpoint_dir: str, model):
@@ -54,6 +68,42 @@ def _item_representations(checkpoint_dir: str, model):
         with torch.inference_mode():
             _REPRESENTATIONS[checkpoint_dir] = model.item_representations().float().numpy()
     return _REPRESENTATIONS[checkpoint_dir]
+
+
+def _ann_index(checkpoint_dir: str, representations: np.ndarray, lists) -> ann.IVFIndex:
+    """Built once per worker process, like the item matrix it indexes (deterministic, so equal everywhere)."""
+    key = (checkpoint_dir, lists)
+    if key not in _INDEXES:
+        n_items = len(representations) - 1
+        _INDEXES[key] = ann.build(representations[1:], np.arange(1, n_items + 1), lists)
+    return _INDEXES[key]
+
+
+def approximate_top_k(index: ann.IVFIndex, vectors: np.ndarray, pool: int, probes: int, allowed,
+                      over_fetch: int) -> fu.ChunkedTopK:
+    """What fusion.chunked_top_k returns, from the index: the best `pool` allowed items among the probed cells.
+    The rules (`allowed(row, ids)`, a boolean mask) apply after retrieval, so retrieval fetches `over_fetch`
+    more items than the pool (the most a user of the batch can lose to purchases and blocks), and a user whose
+    cells still hold fewer than `pool` allowed items (most of them bought, a narrow price band) probes twice as
+    many cells, up to all of them, which is exact. Mean and std are exact (ann.score_moments)."""
+    best_items = np.zeros((len(vectors), pool), dtype=np.int64)
+    best_scores = np.full((len(vectors), pool), -np.inf)
+    rows = np.arange(len(vectors))
+    while len(rows):
+        ids, scores = ann.search(index, vectors[rows], pool + over_fetch, probes)
+        short = []
+        for found, row in enumerate(rows):
+            keep = np.nonzero(ids[found] >= 0)[0]
+            keep = keep[allowed(row, ids[found, keep])][:pool]
+            best_items[row, :len(keep)] = ids[found, keep]
+            best_scores[row, :len(keep)] = scores[found, keep]
+            if len(keep) < pool:
+                short.append(row)
+        if probes >= index.lists:
+            break
+        rows, probes = np.asarray(short, dtype=np.int64), min(2 * probes, index.lists)
+    mean, std = ann.score_moments(index, vectors)
+    return fu.ChunkedTopK(best_items, best_scores, mean, std)
 
 
 def _user_vectors(model, histories: list[dict], max_len: int) -> np.ndarray:
@@ -90,10 +140,20 @@ def user_context(row: dict, event_names: list[str]) -> fu.UserContext:
     )
 
 
+def approximate_settings(infer: dict) -> dict | None:
+    """infer.approximate as {lists, probes}, or None when exact top-K is asked for (the default)."""
+    approximate = infer.get("approximate") or {}
+    if not approximate.get("enabled"):
+        return None
+    return {"lists": approximate.get("lists"), "probes": int(approximate.get("probes") or 8)}
+
+
 def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: int, threads: int,
-                         items: fu.ItemFeatures, settings: fu.FusionSettings, as_of: float, event_names: list[str]):
+                         items: fu.ItemFeatures, settings: fu.FusionSettings, as_of: float, event_names: list[str],
+                         approximate: dict | None = None):
     priors = fu.ItemPriors.build(items, as_of, settings)
     pool = max(settings.candidate_pool, k)
+    blocked = int(items.blocked.sum()) if items.blocked is not None else 0
 
     def run(frames):
         import torch
@@ -101,6 +161,10 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
         torch.set_num_threads(threads)
         model, _ = model_store.load_model(checkpoint_dir)
         representations = _item_representations(checkpoint_dir, model)
+        # Item products in torch rather than numpy, so infer.torch_threads bounds them too (numpy's BLAS
+        # would take every core of the executor whatever the config says).
+        item_matrix = torch.from_numpy(representations)
+        index = _ann_index(checkpoint_dir, representations, approximate["lists"]) if approximate else None
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 records = frame.iloc[start:start + batch_size].to_dict("records")
@@ -108,9 +172,18 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
                 users = [user_context(row, event_names) for row in records]
                 medians = ([fu.user_median_price(u.purchased, items.price) for u in users]
                            if settings.price_band else None)
-                best = fu.chunked_top_k(lambda lo, hi: vectors @ representations[lo:hi].T, items.n_items, pool,
-                                        settings.item_chunk,
-                                        fu.excluded_chunk_fn([u.purchased for u in users], items, settings, medians))
+                if index is None:
+                    queries = torch.from_numpy(vectors)
+                    best = fu.chunked_top_k(lambda lo, hi: (queries @ item_matrix[lo:hi].T).numpy(), items.n_items,
+                                            pool, settings.item_chunk,
+                                            fu.excluded_chunk_fn([u.purchased for u in users], items, settings,
+                                                                 medians))
+                else:
+                    best = approximate_top_k(
+                        index, vectors, pool, approximate["probes"],
+                        lambda row, ids: fu.allowed_items(ids, users[row].purchased, items, settings,
+                                                          medians[row] if medians else float("nan")),
+                        over_fetch=blocked + max((len(u.purchased) for u in users), default=0))
                 frames_out = []
                 for row, user in enumerate(users):
                     ranked = fu.rank_user(
@@ -193,7 +266,8 @@ def friend_events(ctx: RunContext, histories, settings: fu.FusionSettings):
             .agg(F.collect_list(F.struct("friend_idx", "item_idx", "event_type", "ts")).alias("friend_events")))
 
 
-def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str, model_version: str) -> dict:
+def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str, model_version: str,
+                scope: str = "all") -> dict:
     """gold.recommendation_summary for one run from its recommendations (user_key, item_idx, reason_code)."""
     users = recs["user_key"].nunique()
     with_category = recs.assign(category=recs["item_idx"].map(categories))
@@ -204,28 +278,79 @@ def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str,
         "coverage": float(recs["item_idx"].nunique() / n_items) if n_items else 0.0,
         "mean_category_diversity": float((diversity["c"] / diversity["n"]).mean()) if users else 0.0,
         "reason_share": {code: float(shares.get(code, 0.0)) for code in fu.REASON_CODES},
+        "scope": scope,
     }
 
 
-def recommend(ctx: RunContext) -> dict:
-    conf, lake = ctx.conf, ctx.lake
+def users_since(spec) -> datetime | None:
+    """infer.users -> None for `all`, else the UTC cut-off of `changed-since=YYYY-MM-DD[THH:MM:SS]`."""
+    if spec is None or str(spec).strip() in ("", "all"):
+        return None
+    key, _, value = str(spec).partition("=")
+    try:
+        if key.strip() != "changed-since":
+            raise ValueError(spec)
+        since = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"infer.users: expected `all` or `changed-since=YYYY-MM-DD`, got {spec!r}") from None
+    return since.astimezone(timezone.utc).replace(tzinfo=None) if since.tzinfo else since
+
+
+def changed_users(ctx: RunContext, since: datetime) -> DataFrame:
+    """user_key of every user with a silver.events row at or after `since` (UTC; the session time zone)."""
+    cutoff = F.lit(since.isoformat(sep=" ")).cast("timestamp")
+    return ctx.lake.read("silver.events").where(F.col("ts") >= cutoff).select("user_key").distinct()
+
+
+def current_recommendations(recommendations: DataFrame) -> DataFrame:
+    """Each user's rows of the latest run that scored them (by run_date, then run_id, which starts with the
+    run's UTC start time): what the user sees now when incremental runs rescored only some users."""
+    latest = Window.partitionBy("user_key").orderBy(F.desc("run_date"), F.desc("run_id"))
+    runs = (recommendations.select("user_key", "run_date", "run_id").distinct()
+            .withColumn("_latest", F.row_number().over(latest)).where(F.col("_latest") == 1).drop("_latest"))
+    return recommendations.join(runs, ["user_key", "run_date", "run_id"], "left_semi")
+
+
+class ScoringInputs(NamedTuple):
+    histories: DataFrame      # the UDF input: one row per selected user, history arrays plus friends' events
+    udf: Callable             # the mapInPandas function (recommend_partitions)
+    items: fu.ItemFeatures
+    model_info: dict
+
+
+def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> ScoringInputs:
+    """What the infer stage feeds mapInPandas, so a benchmark can run the same function without Spark."""
+    conf, lake, infer = ctx.conf, ctx.lake, ctx.conf["infer"]
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
-    infer = conf["infer"]
     settings = fu.FusionSettings.from_conf(infer)
     sequences = lake.read("gold.user_sequences")
     as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
     items = item_features(ctx, settings, as_of)
     histories = sequences.select("user_key", "items", "event_types", "hours", "gaps", "test_item", "purchased",
                                  "friend_items")
+    if selected is not None:
+        histories = histories.join(selected, "user_key", "left_semi")  # friends' events still come from everyone
     social = friend_events(ctx, sequences, settings)
     if social is not None:
         histories = histories.join(social, "user_key", "left")
-    ranked = histories.mapInPandas(
-        recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
-                             infer["batch_size"], infer["torch_threads"], items, settings, as_of,
-                             conf["clean"]["event_types"]),
-        RANKED_SCHEMA,
-    )
+    udf = recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
+                               infer["batch_size"], infer["torch_threads"], items, settings, as_of,
+                               conf["clean"]["event_types"], approximate_settings(infer))
+    return ScoringInputs(histories, udf, items, model_info)
+
+
+def recommend(ctx: RunContext) -> dict:
+    lake = ctx.lake
+    since = users_since(ctx.conf["infer"].get("users"))
+    scope = "all" if since is None else f"changed-since={since.isoformat()}"
+    selected = lake.read("gold.user_sequences").select("user_key")
+    if since is not None:
+        selected = selected.join(changed_users(ctx, since), "user_key", "left_semi")
+        if selected.count() == 0:  # nothing changed: every user's current list stays as it is
+            version = model_store.latest(lake.directory("checkpoints_dir"))["model_version"]
+            return {"rows_out": 0, "model_version": version, "users_scored": 0, "scope": scope}
+    histories, udf, items, model_info = scoring_inputs(ctx, selected if since is not None else None)
+    ranked = histories.mapInPandas(udf, RANKED_SCHEMA)
     run_date = datetime.now(timezone.utc).date().isoformat()
     recommendations = (
         ranked.join(lake.read("gold.item_index").select("item_idx", "item_id"), "item_idx")
@@ -235,17 +360,16 @@ def recommend(ctx: RunContext) -> dict:
     ).persist()
     try:
         compact = recommendations.select("user_key", "item_idx", "reason_code").toPandas()
-        expected = sequences.select("user_key").distinct().count()
+        expected = selected.count()  # the output gate: every selected user scored (all users by default)
         scored = compact["user_key"].nunique()
         if scored != expected:
-            missing = (sequences.select("user_key").distinct()
-                       .join(recommendations.select("user_key").distinct(), "user_key", "left_anti").limit(5)
-                       .toPandas()["user_key"].tolist())
+            missing = (selected.join(recommendations.select("user_key").distinct(), "user_key", "left_anti")
+                       .limit(5).toPandas()["user_key"].tolist())
             raise RuntimeError(
-                f"gold.recommendations: {scored} of {expected} users in gold.user_sequences got recommendations "
-                f"(every user must be scored); e.g. missing: {missing}")
+                f"gold.recommendations: {scored} of {expected} selected users ({scope}) in gold.user_sequences "
+                f"got recommendations (every selected user must be scored); e.g. missing: {missing}")
         categories = {i: c for i, c in enumerate(items.category) if i > 0}
-        summary = summary_row(compact, categories, items.n_items, ctx.run_id, model_info["model_version"])
+        summary = summary_row(compact, categories, items.n_items, ctx.run_id, model_info["model_version"], scope)
         _commit_evolving(ctx, "gold.recommendations", recommendations, mode="overwrite", partition_by=["run_date"],
                          replace_where=f"run_id = '{ctx.run_id}'")
     finally:
@@ -254,7 +378,7 @@ def recommend(ctx: RunContext) -> dict:
                      mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
     rows = ctx.report.tables["gold.recommendations"]["rows_written"]
     return {"rows_out": rows, "model_version": model_info["model_version"], "users_scored": summary["users_scored"],
-            "coverage": round(summary["coverage"], 4),
+            "scope": scope, "coverage": round(summary["coverage"], 4),
             "reason_share": {code: round(share, 4) for code, share in summary["reason_share"].items()}}
 
 

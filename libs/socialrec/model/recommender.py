@@ -37,7 +37,8 @@ class SocialSequenceRecommender(nn.Module):
     friend_items [B, F] (0 = no friend item). Context and friend keys are needed only when their flags are on.
     """
 
-    def __init__(self, model_conf: dict, n_items: int, max_len: int, text_embeddings: np.ndarray | None):
+    def __init__(self, model_conf: dict, n_items: int, max_len: int, text_embeddings: np.ndarray | None,
+                 item_counts: np.ndarray | None = None):
         super().__init__()
         self.model_conf = dict(model_conf)
         self.n_items = n_items
@@ -45,6 +46,19 @@ class SocialSequenceRecommender(nn.Module):
         self.use_text = bool(model_conf["use_text"])
         self.use_context = bool(model_conf["use_context"])
         self.use_social = bool(model_conf["use_social"])
+        self.exclude_seen = bool(model_conf.get("exclude_seen", False))
+        self.loss = model_conf.get("loss", "full")
+        if self.loss == "auto":  # the full softmax while its [positions, catalogue] logits stay small
+            self.loss = "full" if n_items <= int(model_conf["full_softmax_max_items"]) else "sampled"
+        if self.loss not in ("full", "sampled"):
+            raise ValueError(f"model.loss must be full, sampled or auto, got {self.loss!r}")
+        if self.loss == "sampled":
+            self.negatives = int(model_conf["negatives"])
+            # Q(item) ∝ (count + 1) ** alpha over the training interactions; uniform without counts.
+            counts = np.ones(n_items + 1) if item_counts is None else np.asarray(item_counts, dtype=np.float64) + 1
+            probs = counts ** float(model_conf.get("sampling_alpha", 0.75))
+            probs[0] = 0.0
+            self.register_buffer("sampling_probs", torch.tensor(probs / probs.sum(), dtype=torch.float32))
         hidden = model_conf["hidden"]
         self.hidden = hidden
         bert_config = BertConfig(
@@ -114,16 +128,53 @@ class SocialSequenceRecommender(nn.Module):
         last_states = self._behaviour_states(batch, representations)[:, -1:]
         return self._fuse_social(last_states, batch, representations)[:, 0]
 
-    def training_loss(self, batch) -> Tensor:
-        """Mean next-item full-softmax cross-entropy over every (step, next step) pair of real items."""
+    def training_loss(self, batch, exclude_seen: bool | None = None) -> Tensor:
+        """Mean next-item cross-entropy over every (step, next step) pair of real items: a softmax over the whole
+        catalogue, or over `model.negatives` items drawn by popularity with the log-Q correction (model.loss).
+
+        With `model.exclude_seen` the task is the next *new* item, as scoring and evaluation never offer an item
+        the user already had: an item seen at or before a step is no negative there, and a repeat is no target.
+        """
+        exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         representations = self.item_representations()
         states = self._fuse_social(self._behaviour_states(batch, representations), batch, representations)
         inputs, targets = batch["items"][:, :-1], batch["items"][:, 1:]
         # A padding input has seen nothing, a padding target is nothing to predict.
         pairs = (inputs > 0) & (targets > 0)
-        logits = self._scores(states[:, :-1][pairs], representations)
-        total = F.cross_entropy(logits.float(), targets[pairs], reduction="sum")
+        if exclude_seen:
+            pairs &= first_positions(inputs, targets) > torch.arange(inputs.shape[1], device=inputs.device)
+        rows, steps = pairs.nonzero(as_tuple=True)
+        queries, labels = states[:, :-1][pairs], targets[pairs]
+        if self.loss == "sampled":
+            logits, labels, candidates = self._sampled_logits(queries, labels, representations)
+        else:
+            logits, candidates = self._scores(queries, representations), None
+        if exclude_seen:
+            logits = self._mask_seen(logits, inputs, rows, steps, candidates)
+        total = F.cross_entropy(logits.float(), labels, reduction="sum")
         return total / pairs.sum().clamp(min=1)
+
+    @staticmethod
+    def _mask_seen(logits: Tensor, inputs: Tensor, rows: Tensor, steps: Tensor, candidates: Tensor | None) -> Tensor:
+        """-inf for each pair's items seen at or before its step: the [P, L] history indices where the columns are
+        the catalogue (bounded memory for any catalogue size), a [P, S] comparison for sampled candidates."""
+        if candidates is None:
+            history = inputs[rows]
+            history = history.masked_fill(torch.arange(inputs.shape[1], device=inputs.device) > steps[:, None], 0)
+            return logits.scatter(1, history, float("-inf"))  # column 0 (padding) is -inf already
+        seen = first_positions(inputs, candidates.expand(len(inputs), -1))[rows] <= steps[:, None]
+        return logits.masked_fill(torch.cat([seen.new_zeros((len(seen), 1)), seen], dim=1), float("-inf"))
+
+    def _sampled_logits(self, queries: Tensor, labels: Tensor, representations: Tensor):
+        """[P, 1 + S] logits of the positive then S shared negatives, each minus log Q(item) (Yi et al., 2019),
+        so the sampled softmax estimates the full one without popularity bias; accidental hits are masked."""
+        candidates = torch.multinomial(self.sampling_probs, self.negatives, replacement=True)       # [S]
+        log_q = self.sampling_probs.log()
+        negatives = queries @ representations[candidates].to(queries.dtype).T - log_q[candidates].to(queries.dtype)
+        negatives = negatives.masked_fill(candidates[None, :] == labels[:, None], float("-inf"))
+        positive = (queries * representations[labels].to(queries.dtype)).sum(-1, keepdim=True)
+        logits = torch.cat([positive - log_q[labels, None].to(queries.dtype), negatives], dim=1)
+        return logits, torch.zeros_like(labels), candidates
 
     def forward(self, batch) -> Tensor:
         """The training loss: DDP only synchronises gradients of computations that go through forward()."""
@@ -165,6 +216,14 @@ class SocialSequenceRecommender(nn.Module):
         item_scores = user_vectors @ representations[1:].to(user_vectors.dtype).T
         padding = item_scores.new_full((item_scores.shape[0], 1), float("-inf"))
         return torch.cat([padding, item_scores], dim=1)
+
+
+def first_positions(items: Tensor, candidates: Tensor) -> Tensor:
+    """[B, C]: the first position of candidates[b, c] in items[b], or the row length where it does not occur."""
+    length = items.shape[1]
+    positions = torch.arange(length, device=items.device)[None, :, None]
+    found = torch.where(items[:, :, None] == candidates[:, None, :], positions, length)
+    return found.amin(dim=1)  # [B, L, C] transient: callers pass short candidate lists (targets, negatives)
 
 
 def causal_padding_mask(items: Tensor, dtype: torch.dtype) -> Tensor:

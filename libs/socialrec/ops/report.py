@@ -130,8 +130,9 @@ def render_html(report: dict, plot_png: bytes | None = None) -> str:
 
     tables = report.get("tables") or {}
     parts.append("<h2>Tables</h2>")
-    parts.append(_table(["table", "Delta version", "rows", "location"], [
-        [name, t.get("version"), t.get("rows"), t.get("path")] for name, t in sorted(tables.items())]))
+    parts.append(_table(["table", "Delta version", "rows", "seconds", "location"], [
+        [name, t.get("version"), t.get("rows"), t.get("seconds"), t.get("path")]
+        for name, t in sorted(tables.items())]))
 
     metrics = report.get("metrics") or {}
     parts.append("<h2>Metrics (test split, full ranking)</h2>")

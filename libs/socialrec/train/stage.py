@@ -2,6 +2,9 @@
 to Ray Train; publish the best checkpoint for scoring."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from pyspark.sql import functions as F
 
@@ -23,11 +26,50 @@ def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     return matrix
 
 
+def variant_confs(conf: dict) -> dict[str, dict]:
+    """`model` (the configured recommender) plus each of train.variants: name -> model overrides, trained on
+    the same data with the same settings (the SASRec-like baseline, ablations)."""
+    variants = {"model": conf}
+    for name, overrides in (conf["train"].get("variants") or {}).items():
+        if name == "model":
+            raise ValueError("train.variants cannot redefine `model`: it is the configured recommender")
+        variants[name] = deep_merge(conf, {"model": overrides or {}})
+    return variants
+
+
+def resume_point(checkpoints: Path, resume: str | None, name: str) -> str | None:
+    """train.resume: null (start afresh), `latest` (the newest checkpoint of this variant in any earlier run) or
+    a run id; the checkpoint that the variant's training continues from."""
+    from socialrec.train.trainer import latest_checkpoint
+
+    if not resume:
+        return None
+    runs = [checkpoints / resume] if resume != "latest" else [p for p in checkpoints.iterdir() if p.is_dir()]
+    found = [checkpoint for run in runs if (checkpoint := latest_checkpoint(run / name))]
+    if not found:
+        raise FileNotFoundError(f"train.resume={resume}: no `{name}` checkpoint under {checkpoints}")
+    return max(found, key=lambda path: Path(path).stat().st_mtime)
+
+
+def finished_result(checkpoint_dir: str):
+    """The TrainResult of a variant whose run had finished: its exported best model and history."""
+    from socialrec.train.trainer import HISTORY_FILE, TrainResult
+
+    variant_dir = Path(checkpoint_dir).parents[2]  # <run>/<variant>/ray_results/<fit>/checkpoint_<n>
+    history = json.loads((Path(checkpoint_dir) / HISTORY_FILE).read_text())
+    best_epoch = json.loads((variant_dir / "best" / "meta.json").read_text())["epoch"]
+    return TrainResult(checkpoint_dir=str(variant_dir / "best"), best_epoch=best_epoch, history=history,
+                       samples_per_second=0.0, seconds=0.0)
+
+
 def train(ctx: RunContext) -> dict:
-    from socialrec.train.trainer import train_recommender
+    from socialrec.train.trainer import is_finished, train_recommender
 
     conf, lake = ctx.conf, ctx.lake
-    n_items = int(lake.read("gold.item_index").agg(F.max("item_idx")).first()[0])
+    index = lake.read("gold.item_index").select("item_idx", "popularity").toPandas()
+    n_items = int(index["item_idx"].max())
+    counts = np.zeros(n_items + 1, dtype=np.float64)
+    counts[index["item_idx"].to_numpy()] = index["popularity"].to_numpy()
     valid = (
         lake.read("gold.user_sequences").where(F.col("test_item") > 0)
         .orderBy(F.xxhash64("user_key", F.lit(conf["train"]["seed"])))
@@ -36,18 +78,35 @@ def train(ctx: RunContext) -> dict:
         .toPandas()
     )
     valid_inputs = build_inputs(valid.to_dict("records"), "train", conf["features"]["max_seq_len"])
-    output_dir = lake.directory("checkpoints_dir") / ctx.run_id
+    checkpoints = lake.directory("checkpoints_dir")
+    train_files = lake.snapshot_files("gold.train_examples")
     text = text_matrix(ctx, n_items)
-    if text is None and conf["model"]["use_text"]:
-        conf = deep_merge(conf, {"model": {"use_text": False}})  # a source without item text: ids only
-    result = train_recommender(
-        conf, lake.snapshot_files("gold.train_examples"), valid_inputs, valid["valid_item"].to_numpy(np.int64),
-        n_items, text, str(output_dir),
-    )
-    best = result.history[result.best_epoch] if result.history else {}
-    published = model_store.publish(lake.directory("checkpoints_dir"), ctx.run_id, result.checkpoint_dir,
-                                    {"best_epoch": result.best_epoch, "valid": best})
-    ctx.report.artifacts["model"] = published
-    return {"epochs": len(result.history), "best_epoch": result.best_epoch, "use_text": conf["model"]["use_text"],
-            "samples_per_second": round(result.samples_per_second, 1), "valid": best,
-            "checkpoint": result.checkpoint_dir}
+    figures: dict = {"variants": {}}
+    published: dict = {}
+    for name, variant_conf in variant_confs(conf).items():
+        if text is None and variant_conf["model"]["use_text"]:  # a source without item text: ids only
+            variant_conf = deep_merge(variant_conf, {"model": {"use_text": False}})
+        output_dir = checkpoints / ctx.run_id / name
+        resume_from = resume_point(checkpoints, conf["train"].get("resume"), name)
+        if resume_from and is_finished(resume_from, variant_conf["train"]):
+            result = finished_result(resume_from)  # that variant had completed before the interruption
+        else:
+            result = train_recommender(
+                variant_conf, train_files, valid_inputs, valid["valid_item"].to_numpy(np.int64), n_items,
+                text if variant_conf["model"]["use_text"] else None, str(output_dir), item_counts=counts,
+                resume_from=resume_from,
+            )
+        best = result.history[result.best_epoch] if result.history else {}
+        published[name] = result.checkpoint_dir
+        figures["variants"][name] = {
+            "epochs": len(result.history), "best_epoch": result.best_epoch, "valid": best,
+            "use_text": variant_conf["model"]["use_text"], "samples_per_second": round(result.samples_per_second, 1),
+            "resumed_from": resume_from,
+        }
+    main = figures["variants"]["model"]
+    record = model_store.publish(checkpoints, ctx.run_id, published["model"],
+                                 {"best_epoch": main["best_epoch"], "valid": main["valid"],
+                                  "variants": published})
+    ctx.report.artifacts["model"] = record
+    return {**{key: main[key] for key in ("epochs", "best_epoch", "use_text", "samples_per_second", "valid")},
+            "checkpoint": published["model"], **figures}

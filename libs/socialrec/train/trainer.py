@@ -36,6 +36,7 @@ from socialrec.model.recommender import WEIGHTS_FILE, SocialSequenceRecommender,
 TRAIN_COLUMNS = ("items", "event_types", "hours", "gaps", "friend_items")
 TRAIN_STATE_FILE = "train_state.pt"
 HISTORY_FILE = "history.json"
+FAULT_ENV = "SOCIALREC_FAULT_TRAIN"
 
 
 @dataclass
@@ -49,16 +50,21 @@ class TrainResult:
 
 def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str, np.ndarray],
                       valid_targets: np.ndarray, n_items: int, text_embeddings: np.ndarray | None,
-                      output_dir: str) -> TrainResult:
+                      output_dir: str, item_counts: np.ndarray | None = None,
+                      resume_from: str | None = None) -> TrainResult:
     """Train on the Parquet files of one gold.train_examples snapshot; validate on `valid_inputs` windows
-    (build_inputs output) against `valid_targets` (item ids, 0 = skip the user)."""
+    (build_inputs output) against `valid_targets` (item ids, 0 = skip the user). `item_counts` (training
+    interactions per item id) shape the sampled softmax's proposal; `resume_from` is a checkpoint directory
+    written by an earlier, interrupted run (see latest_checkpoint) to continue from."""
     train_conf = conf["train"]
     if not train_files:
         raise ValueError("no training files: gold.train_examples has an empty snapshot")
     output_dir = Path(output_dir).resolve()
     urls = [as_url(path) for path in train_files]
     score_name = f"ndcg@{train_conf['valid_k']}"
-    started_ray = connect_ray(train_conf)
+    if resume_from and is_finished(resume_from, train_conf):
+        raise ValueError(f"nothing to resume: {resume_from} is the end of a finished training run")
+    release_ray = connect_ray(train_conf)
     try:
         rows = sum(read_parquet_metadata(url).num_rows for url in urls)
         steps_per_epoch = math.ceil(rows / train_conf["num_workers"] / train_conf["batch_size"])
@@ -69,6 +75,9 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
                 # Object refs: the arrays go through the object store once instead of inside every worker's config.
                 "valid_ref": ray.put((valid_inputs, np.asarray(valid_targets, dtype=np.int64))),
                 "text_ref": ray.put(text_embeddings),
+                "counts_ref": ray.put(item_counts),
+                "resume_from": str(resume_from) if resume_from else None,
+                "fault": fault_plan(output_dir),
             },
             scaling_config=ScalingConfig(num_workers=train_conf["num_workers"], use_gpu=train_conf["use_gpu"],
                                          resources_per_worker={"CPU": train_conf["cpus_per_worker"]}),
@@ -88,12 +97,17 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
         best_dir = output_dir / "best"
         with result.get_best_checkpoint(metric=score_name, mode="max").as_directory() as directory:
             model, meta = load_checkpoint(directory)
+        if resume_from:  # the interrupted run's best epoch may beat every epoch trained since
+            for earlier in Path(resume_from).parent.glob("checkpoint_*"):
+                earlier_model, earlier_meta = load_checkpoint(earlier)
+                if earlier_meta["metrics"][score_name] > meta["metrics"][score_name]:
+                    model, meta = earlier_model, earlier_meta
         save_checkpoint(best_dir, model, meta)
         with result.checkpoint.as_directory() as directory:
             history = json.loads((Path(directory) / HISTORY_FILE).read_text())
     finally:
-        if started_ray:
-            ray.shutdown()
+        if release_ray:
+            release_ray()
     train_seconds = sum(epoch["train_seconds"] for epoch in history)
     return TrainResult(
         checkpoint_dir=str(best_dir), best_epoch=int(meta["epoch"]), history=history,
@@ -102,17 +116,60 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
     )
 
 
-def connect_ray(train_conf: dict) -> bool:
-    """Join `train.ray_address`, or start a local Ray sized to this machine; True when this call started it."""
+def latest_checkpoint(root) -> str | None:
+    """The newest epoch checkpoint under `root` (any earlier training run's Ray results), for `--resume`."""
+    candidates = [path.parent for path in Path(root).glob(f"**/ray_results/*/checkpoint_*/{TRAIN_STATE_FILE}")]
+    return str(max(candidates, key=lambda path: path.stat().st_mtime)) if candidates else None
+
+
+def is_finished(checkpoint_dir: str, train_conf: dict) -> bool:
+    """True when the checkpoint ends its run: the last epoch, or early stopping had already triggered."""
+    state = torch.load(Path(checkpoint_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    return state["epoch"] + 1 >= train_conf["epochs"] or \
+        state["early_stopping"]["epochs_without_gain"] >= train_conf["patience"]
+
+
+def fault_plan(output_dir: Path) -> dict | None:
+    """Fault injection for recovery tests: SOCIALREC_FAULT_TRAIN="EPOCH:RANK:STEP" kills that rank's process at
+    that step of that epoch, once per output directory (a marker file remembers it happened)."""
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    epoch, rank, step = (int(part) for part in value.split(":"))
+    return {"epoch": epoch, "rank": rank, "step": step, "marker": str(output_dir / "fault-injected")}
+
+
+def maybe_inject_fault(fault: dict | None, epoch: int, rank: int, step: int) -> None:
+    if fault and (fault["epoch"], fault["rank"], fault["step"]) == (epoch, rank, step) \
+            and not os.path.exists(fault["marker"]):
+        Path(fault["marker"]).write_text(f"rank {rank} killed at epoch {epoch} step {step}\n")
+        os._exit(137)  # like the OOM killer: no cleanup, no exception for Ray to catch
+
+
+def connect_ray(train_conf: dict):
+    """Join `train.ray_address` (an address, `auto`, or `spark`: a Ray cluster started on the current Spark
+    cluster's executors with ray.util.spark, as on Databricks), or start a local Ray sized to this machine.
+    Returns the function that undoes what this call started (None when Ray was already up)."""
     if ray.is_initialized():
-        return False
+        return None
     # Worker logs repeat every metric per rank; failures still surface as exceptions from fit().
     quiet = {"log_to_driver": train_conf["worker_logs"], "logging_level": logging.WARNING}
-    if train_conf["ray_address"]:
-        ray.init(address=train_conf["ray_address"], **quiet)
+    address = train_conf["ray_address"]
+    if address == "spark":
+        from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
+
+        address, _ = setup_ray_cluster(**(train_conf.get("ray_on_spark") or {"max_worker_nodes": 1}))
+        ray.init(address=address, **quiet)
+
+        def release():
+            ray.shutdown()
+            shutdown_ray_cluster()
+        return release
+    if address:
+        ray.init(address=address, **quiet)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
-    return True
+    return ray.shutdown
 
 
 def as_url(path: str) -> str:
@@ -148,9 +205,11 @@ def train_worker(config: dict) -> None:
 
     torch.manual_seed(train_conf["seed"])  # identical initial weights on every rank
     model = SocialSequenceRecommender(conf["model"], config["n_items"], conf["features"]["max_seq_len"],
-                                      ray.get(config["text_ref"]))
-    state, history = restore(model, ray.train.get_checkpoint())
-    torch.manual_seed(train_conf["seed"] + rank)  # different dropout noise per rank
+                                      ray.get(config["text_ref"]), item_counts=ray.get(config["counts_ref"]))
+    checkpoint = ray.train.get_checkpoint()  # Ray's own, after a worker failure
+    if checkpoint is None and config["resume_from"]:
+        checkpoint = Checkpoint.from_directory(config["resume_from"])
+    state, history = restore(model, checkpoint)
     # The frozen text table is a buffer: re-broadcasting it before every step would only cost bandwidth.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"forward_sync_buffers": False})
     module = getattr(model, "module", model)
@@ -168,6 +227,9 @@ def train_worker(config: dict) -> None:
 
     for epoch in range(state["epoch"] + 1 if state else 0, train_conf["epochs"]):
         model.train()
+        # Random streams (dropout, negatives, data order) depend on (seed, epoch, rank) only, so a run resumed
+        # from any epoch's checkpoint continues exactly as the uninterrupted run would have.
+        torch.manual_seed(int(np.random.SeedSequence((train_conf["seed"], epoch, rank)).generate_state(1)[0]))
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         samples = 0
@@ -176,7 +238,8 @@ def train_worker(config: dict) -> None:
         # Every rank takes the same number of steps (shards differ in size): DDP's all-reduces stay paired and
         # weights, optimizer state and schedule stay identical across ranks, so rank 0's checkpoint speaks for all.
         with contextlib.closing(batches):
-            for batch in itertools.islice(batches, config["steps_per_epoch"]):
+            for epoch_step, batch in enumerate(itertools.islice(batches, config["steps_per_epoch"])):
+                maybe_inject_fault(config["fault"], epoch, rank, epoch_step)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_gpu):
                     loss = model(batch)
                 optimizer.zero_grad(set_to_none=True)

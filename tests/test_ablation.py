@@ -1,0 +1,52 @@
+"""`socialrec ablate`: the Markdown table from hand-made metrics, and one real ablation run (train + evaluate
+with a component switched off) on a copy of the shared small lake."""
+import shutil
+
+import pytest
+
+from conftest_pipeline import pipeline_lake  # noqa: F401  (the shared session fixture)
+from socialrec.cli import main
+from socialrec.config import deep_merge
+from socialrec.evaluation.ablation import ablation_conf, ablation_markdown, stages_to_run
+
+ABLATIONS = {"no_social": {"use_social": False}, "no_text": {"use_text": False}}
+
+
+def values(ndcg: float) -> dict:
+    return {"ndcg@10": ndcg, "recall@20": 2 * ndcg, "mrr": ndcg / 2, "coverage@10": 0.5}
+
+
+def test_markdown_lists_the_full_model_first_then_each_ablation_with_its_change():
+    metrics = {"model": values(0.2), "no_text": values(0.15), "popularity": values(0.05), "no_social": values(0.25)}
+    lines = ablation_markdown(metrics, ABLATIONS, "demo").splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| model |")]
+    assert [row.split("|")[1].strip() for row in rows] == ["**model** (full)", "no_social", "no_text", "popularity"]
+    assert "| social |" in rows[1] and "+0.0500 (+25.0%)" in rows[1]   # social off scored higher: shown, not hidden
+    assert "| text |" in rows[2] and "-0.0500 (-25.0%)" in rows[2]
+    assert "| baseline |" in rows[3]
+    assert "0.2000 | 0.4000 | 0.1000 | 0.5000" in rows[0]
+
+
+def test_ablations_become_training_variants_beside_the_configured_ones(conf):
+    merged = ablation_conf(conf)
+    assert set(merged["train"]["variants"]) == {"sasrec", "no_social", "no_text", "no_context"}
+    assert merged["train"]["variants"]["no_text"] == {"use_text": False}
+    assert stages_to_run(merged, source=None)[0] == "generate"  # an empty lake: the pipeline up to evaluate
+    assert "infer" not in stages_to_run(merged, source=None)
+
+
+@pytest.mark.slow
+def test_ablate_command_trains_and_evaluates_each_variant(pipeline_lake, tmp_path, capsys):
+    conf, _ = pipeline_lake
+    lake = tmp_path / "lake"
+    shutil.copytree(conf["lake"]["root"], lake)  # the shared lake stays as the other tests expect it
+    code = main(["ablate", "--conf", "conf/test.yml", "--lake", str(lake), "--out", str(tmp_path / "out"),
+                 "--set", "train.epochs=1", "--set", "evaluate.ablations={no_social: {use_social: false}}",
+                 "--set", "evaluate.baselines=[popularity]"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    markdown = next((tmp_path / "out").glob("ablation-*.md")).read_text()
+    assert next((tmp_path / "out").glob("ablation-*.png")).stat().st_size > 5000
+    names = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert names == ["**model** (full)", "no_social", "sasrec", "fused", "popularity"]
+    assert markdown in out
