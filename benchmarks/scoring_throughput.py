@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the Spark task and the bare process")
-    parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=16)
     parser.add_argument("--lists", type=int, default=None, help="IVF lists (default round(sqrt(items)))")
     parser.add_argument("--ann-items", type=int, default=200_000, help="catalogue size of the clustered ANN test")
     parser.add_argument("--work", default="/tmp/socialrec-bench-scoring")
@@ -173,7 +173,7 @@ def main() -> None:
     rate = gemm_rate(batch, dim, n_items)
     limit = rate / (n_items * dim)
 
-    big_items, big_users = clustered(args.ann_items, dim, 256, 2048)
+    big_items, big_users = clustered(args.ann_items, dim, 1000, 2048)
     big_build, big_index = timed(lambda: ann.build(big_items[1:], np.arange(1, args.ann_items + 1)))
     big = retrieval(big_users, big_items, pool, batch, conf["infer"]["item_chunk"], big_index, [4, 8, 16, 32])
 

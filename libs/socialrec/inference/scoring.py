@@ -145,7 +145,7 @@ def approximate_settings(infer: dict) -> dict | None:
     approximate = infer.get("approximate") or {}
     if not approximate.get("enabled"):
         return None
-    return {"lists": approximate.get("lists"), "probes": int(approximate.get("probes") or 8)}
+    return {"lists": approximate.get("lists"), "probes": int(approximate.get("probes") or 16)}
 
 
 def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: int, threads: int,
