@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from pyspark.sql import functions as F
 
+from socialrec.inference.scoring import current_recommendations
 from socialrec.io.tables import Lake
 from socialrec.ops.widgets import notebook_conf, param
 
@@ -42,7 +43,8 @@ print(f"user: {user_key} (user_idx {user['user_idx']}, {user['n_steps']} steps, 
       f"{len(user['purchased'] or [])} purchased items)")
 
 items = lake.read("gold.item_index").select("item_idx", "item_id", "category", "popularity")
-recs = (lake.read("gold.recommendations").where(F.col("user_key") == user_key)
+# The user's current list: the latest run that scored them (incremental runs rescore only some users).
+recs = (current_recommendations(lake.read("gold.recommendations").where(F.col("user_key") == user_key))
         .join(items.select("item_idx", "category", "popularity"), "item_idx", "left")
         .orderBy("rank").toPandas())
 print(f"recommendations: {len(recs)} (model {recs['model_version'].iloc[0] if len(recs) else '-'}, "

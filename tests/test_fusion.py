@@ -299,3 +299,14 @@ def test_summary_row():
     assert row["mean_category_diversity"] == pytest.approx((0.5 + 1.0) / 2)
     assert row["reason_share"]["model"] == 0.75 and row["reason_share"]["social_proof"] == 0.25
     assert set(row["reason_share"]) == set(fu.REASON_CODES)
+
+
+def test_top_k_selection_equals_a_stable_full_sort_with_ties_and_minus_inf():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, size=(50, 40)).astype(np.float64)  # many ties
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    for k in (1, 3, 10, 39, 40, 60):
+        items, values = fu.top_k(scores, k)
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, 40)]
+        assert np.array_equal(items, expected), k
+        assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1)), k

@@ -120,3 +120,22 @@ def test_a_run_killed_between_two_table_writes_is_completed_by_the_next(spark, b
         want = _silver_rows(reference, table) if table != "silver.quarantine" else sorted(
             reference.read(table).select("table", "rule", "record").toPandas().values.tolist())
         assert got == want, table
+
+
+def test_a_later_batch_with_events_only_leaves_social_and_items_as_they_are(spark, batch_conf, tmp_path):
+    source = tmp_path / "source"
+    for table, text in (("events", BATCH_1), ("social", "src_user_id,dst_user_id\nu1,u2\nu2,u3\n"),
+                        ("items", "item_id,title,category\ni1,Red mug,kitchen\ni2,Blue mug,kitchen\n")):
+        (source / table).mkdir(parents=True)
+        (source / table / "part-1.csv").write_text(text)
+    _run(batch_conf, source)
+    lake = Lake(spark, batch_conf)
+    versions = {t: lake.version(t) for t in ("silver.social", "silver.items")}
+    rows = {t: _silver_rows(lake, t) for t in versions}
+
+    (source / "events" / "part-2.csv").write_text("user_id,item_id,ts\nu3,i1,2025-01-05T10:00:00\n")
+    clean = _run(batch_conf, source).stages["clean"]
+    assert clean["tables"]["events"]["rows_out"] == 1
+    assert clean["tables"]["social"]["rows_in"] == 0 == clean["tables"]["items"]["rows_in"]
+    assert {t: lake.version(t) for t in versions} == versions  # not even an empty commit
+    assert {t: _silver_rows(lake, t) for t in versions} == rows

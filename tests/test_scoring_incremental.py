@@ -54,20 +54,6 @@ def _write_source(source):
         f"i{item},Item {item},cat{item % 4},{5 + item}\n" for item in range(1, ITEMS + 1)))
 
 
-def _publish_untrained_model(conf, lake):
-    import torch
-
-    from socialrec.model.recommender import SocialSequenceRecommender, save_checkpoint
-
-    torch.manual_seed(0)
-    n_items = lake.read("gold.item_index").count()
-    model = SocialSequenceRecommender({**conf["model"], "use_text": False}, n_items, conf["features"]["max_seq_len"],
-                                      None)
-    checkpoints = lake.directory("checkpoints_dir")
-    save_checkpoint(checkpoints / "untrained", model, {"best_epoch": 0})
-    model_store.publish(checkpoints, "untrained", str(checkpoints / "untrained"), {"best_epoch": 0})
-
-
 def _rows(df):
     frame = df.toPandas()
     frame["components"] = frame["components"].map(lambda c: tuple(sorted(c.items())))
@@ -82,7 +68,7 @@ def test_changed_since_rescoring_only_touches_users_with_new_events(spark, lake_
     quiet = {"progress": lambda _: None}
     run_pipeline(conf, source=str(source), stages=["ingest", "clean", "features"], **quiet)
     lake = Lake(spark, conf)
-    _publish_untrained_model(conf, lake)
+    model_store.publish_untrained(conf, lake, "untrained")
     full = run_pipeline(conf, source=str(source), stages=["infer"], **quiet)
     users = lake.read("gold.user_sequences").select("user_key").count()
     assert full.stages["infer"]["users_scored"] == users and full.stages["infer"]["scope"] == "all"

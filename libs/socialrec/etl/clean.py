@@ -265,6 +265,10 @@ def clean(ctx: RunContext) -> dict:
     # Judge the whole batch before committing any of it, so a broken source leaves silver untouched.
     _check_quarantine_share(ctx.conf, shares, figures["quarantine_by_rule"])
     for table, silver, _, rows_in, rows_quarantined in checked:
+        if rows_in == 0:  # e.g. a later batch with new events only: that table has nothing to merge or gate
+            silver.unpersist()
+            figures["tables"][table] = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0}
+            continue
         keys, update_existing = MERGE_KEYS[table]
         ctx.commit(f"silver.{table}", silver, merge_on=keys, update_existing=update_existing)
         silver.unpersist()

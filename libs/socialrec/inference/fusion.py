@@ -160,8 +160,19 @@ def social_proof(friends: np.ndarray, items: np.ndarray, ts: np.ndarray, as_of: 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of the k best scores per row, best first; ties go to the lower index."""
     k = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(scores, order, axis=1)
+    if k <= 0 or k == scores.shape[1] or len(scores) == 0:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return order, np.take_along_axis(scores, order, axis=1)
+    # Select in linear time (the k-th best value per row, then everything above it and the lowest-index items
+    # equal to it), then sort only those k: a full sort of every chunk was most of the scoring job's top-K time.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    above = scores > kth
+    equal = scores == kth
+    chosen = above | (equal & (np.cumsum(equal, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+    picked = np.nonzero(chosen)[1].reshape(len(scores), k)  # ascending column index within each row
+    values = np.take_along_axis(scores, picked, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(picked, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 @dataclass

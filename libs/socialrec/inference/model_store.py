@@ -47,3 +47,20 @@ def score_histories(model, histories: list[dict], cutoff: str, max_len: int) -> 
     with torch.inference_mode():
         batch = {name: torch.from_numpy(values) for name, values in inputs.items()}
         return model.score_all(batch).float().numpy()
+
+
+def publish_untrained(conf: dict, lake, run_id: str) -> int:
+    """Publish a freshly initialised model (ids only, seed 0) so the scoring path can run without a training
+    run: its benchmark and its tests. Returns the catalogue size."""
+    import torch
+
+    from socialrec.model.recommender import SocialSequenceRecommender, save_checkpoint
+
+    torch.manual_seed(0)
+    n_items = lake.read("gold.item_index").count()
+    model = SocialSequenceRecommender({**conf["model"], "use_text": False}, n_items, conf["features"]["max_seq_len"],
+                                      None)
+    checkpoints = lake.directory("checkpoints_dir")
+    save_checkpoint(checkpoints / "untrained", model, {"best_epoch": 0})
+    publish(checkpoints, run_id, str(checkpoints / "untrained"), {"best_epoch": 0})
+    return n_items
