@@ -84,7 +84,8 @@ plt.show()
 
 latest = new_run or runs[-1]
 this = metrics[(metrics["run_id"] == latest) & (metrics["metric"] == "ndcg@10")].set_index("model")["value"]
-baselines = this.drop("model", errors="ignore")
+# Baselines: the configured ones and the trained variants (sasrec), not ablations nor the model's fused ranking.
+baselines = this[this.index.isin([*conf["evaluate"]["baselines"], *(conf["train"].get("variants") or {})])]
 if "model" in this and len(baselines):
     best = baselines.idxmax()
     print(f"run {latest}: model ndcg@10={this['model']:.4f} vs best baseline {best}={baselines[best]:.4f} "
@@ -92,3 +93,13 @@ if "model" in this and len(baselines):
 cold = groups[(groups["run_id"] == latest) & (groups["metric"] == "ndcg@10")].set_index("model")["value"]
 if len(cold):
     print("by user group (ndcg@10): " + ", ".join(f"{k}={v:.4f}" for k, v in cold.sort_index().items()))
+
+# COMMAND ----------
+
+# MAGIC %md ## The ablation table (`socialrec ablate`: the model with social, text or context switched off)
+
+# COMMAND ----------
+
+ablations = sorted(lake.directory("reports_dir").glob("ablation-*.md"))
+print(ablations[-1].read_text() if ablations else
+      f"no ablation under {lake.directory('reports_dir')} yet: `socialrec ablate --lake {lake.root}` writes one")
