@@ -14,7 +14,7 @@ from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
-from socialrec.inference.scoring import friend_events, item_features, user_context
+from socialrec.inference.scoring import fusion_inputs, user_context
 from socialrec.run_context import RunContext
 
 BASELINES = bl.KNOWN_BASELINES
@@ -121,11 +121,9 @@ def evaluate(ctx: RunContext) -> dict:
         "user_key", "user_idx", "items", "event_types", "hours", "gaps", "ts", "test_item", "friend_items")
     fusion = None
     if settings.get("fused", True):
-        fusion_settings = fu.FusionSettings.from_conf(conf["infer"])
-        as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
-        fusion = {"items": item_features(ctx, fusion_settings, as_of), "settings": fusion_settings, "as_of": as_of,
+        fusion_settings, as_of, items, social = fusion_inputs(ctx, sequences)
+        fusion = {"items": items, "settings": fusion_settings, "as_of": as_of,
                   "event_names": conf["clean"]["event_types"]}
-        social = friend_events(ctx, sequences, fusion_settings)
         if social is not None:
             users = users.join(social, "user_key", "left")
 

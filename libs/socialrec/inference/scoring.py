@@ -311,6 +311,20 @@ def current_recommendations(recommendations: DataFrame) -> DataFrame:
     return recommendations.join(runs, ["user_key", "run_date", "run_id"], "left_semi")
 
 
+class FusionInputs(NamedTuple):
+    settings: fu.FusionSettings
+    as_of: float                     # the latest event time: "now" for social decay and freshness
+    items: fu.ItemFeatures
+    friend_events: DataFrame | None  # user_key -> friends' purchase/like steps (None without a social graph)
+
+
+def fusion_inputs(ctx: RunContext, sequences: DataFrame) -> FusionInputs:
+    """What fusion needs beside the model's scores, for recommendations and for the evaluation's fused ranking."""
+    settings = fu.FusionSettings.from_conf(ctx.conf["infer"])
+    as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
+    return FusionInputs(settings, as_of, item_features(ctx, settings, as_of), friend_events(ctx, sequences, settings))
+
+
 class ScoringInputs(NamedTuple):
     histories: DataFrame      # the UDF input: one row per selected user, history arrays plus friends' events
     udf: Callable             # the mapInPandas function (recommend_partitions)
@@ -322,15 +336,12 @@ def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> Scorin
     """What the infer stage feeds mapInPandas, so a benchmark can run the same function without Spark."""
     conf, lake, infer = ctx.conf, ctx.lake, ctx.conf["infer"]
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
-    settings = fu.FusionSettings.from_conf(infer)
     sequences = lake.read("gold.user_sequences")
-    as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
-    items = item_features(ctx, settings, as_of)
+    settings, as_of, items, social = fusion_inputs(ctx, sequences)
     histories = sequences.select("user_key", "items", "event_types", "hours", "gaps", "test_item", "purchased",
                                  "friend_items")
     if selected is not None:
         histories = histories.join(selected, "user_key", "left_semi")  # friends' events still come from everyone
-    social = friend_events(ctx, sequences, settings)
     if social is not None:
         histories = histories.join(social, "user_key", "left")
     udf = recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
