@@ -4,8 +4,11 @@
 # MAGIC
 # MAGIC Parameters (widgets on Databricks; `SOCIALREC_NB_<NAME>` env vars or defaults elsewhere):
 # MAGIC `conf` (config file), `lake` (lake root override), `user_key` (a pseudonymised user; empty picks the user
-# MAGIC with the longest history). Run locally with
-# MAGIC `python -m socialrec.ops.notebook_runner notebooks/analyst_recommendations.py --out /tmp/nb --param lake=./lake`.
+# MAGIC with the longest history), `engine` (`auto`: Spark SQL when a SparkSession is there, else `deltalake`;
+# MAGIC `spark`; `deltalake`: delta-rs + DuckDB, no JVM). Every read is one SQL query over the lake's logical table
+# MAGIC names (`socialrec.io.lake_sql`), the same text on both engines. Run locally with
+# MAGIC `python -m socialrec.ops.notebook_runner notebooks/analyst_recommendations.py --out /tmp/nb --param lake=./lake`
+# MAGIC (add `--no-spark --param engine=deltalake` to run it without Spark).
 # MAGIC
 # MAGIC On Databricks the cluster needs the project's wheel (`databricks bundle deploy` builds it into
 # MAGIC `dist/`; attach it as a library or `%pip install` it).
@@ -14,16 +17,17 @@
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from pyspark.sql import functions as F
 
-from socialrec.inference.scoring import current_recommendations
-from socialrec.io.tables import Lake
+from socialrec.io.lake_sql import LakeSQL, current_recommendations_sql
 from socialrec.ops.widgets import notebook_conf, param
 
 conf = notebook_conf(param("conf", "", "config file"), param("lake", "", "lake root (empty: the config's)"))
-lake = Lake(spark, conf)
 user_key = param("user_key", "", "user (pseudonymised key; empty: the longest history)").strip()
+engine = param("engine", "auto", "query engine: auto | spark | deltalake")
+sql = LakeSQL(conf, spark=spark, engine=engine)  # `spark`: Databricks' session, or the local runner's (or None)
+lake = sql.lake
 print(f"lake: {lake.root}")
+print(f"engine: {sql.engine}")
 
 # COMMAND ----------
 
@@ -31,22 +35,24 @@ print(f"lake: {lake.root}")
 
 # COMMAND ----------
 
-sequences = lake.read("gold.user_sequences")
 if not user_key:
-    recommended = lake.read("gold.recommendations").select("user_key").distinct()
-    user_key = (sequences.join(recommended, "user_key").orderBy(F.desc("n_steps"), "user_key")
-                .select("user_key").first()["user_key"])
-user = sequences.where(F.col("user_key") == user_key).first()
+    user_key = sql.first("""
+        SELECT s.user_key FROM gold.user_sequences s
+        WHERE s.user_key IN (SELECT user_key FROM gold.recommendations)
+        ORDER BY s.n_steps DESC, s.user_key LIMIT 1""")["user_key"]
+user = sql.first("SELECT * FROM gold.user_sequences WHERE user_key = :user_key LIMIT 1", user_key=user_key)
 if user is None:
     raise ValueError(f"user {user_key!r} not found in gold.user_sequences")
 print(f"user: {user_key} (user_idx {user['user_idx']}, {user['n_steps']} steps, "
       f"{len(user['purchased'] or [])} purchased items)")
 
-items = lake.read("gold.item_index").select("item_idx", "item_id", "category", "popularity")
+items = sql.query("SELECT item_idx, item_id, category, popularity FROM gold.item_index")
 # The user's current list: the latest run that scored them (incremental runs rescore only some users).
-recs = (current_recommendations(lake.read("gold.recommendations").where(F.col("user_key") == user_key))
-        .join(items.select("item_idx", "category", "popularity"), "item_idx", "left")
-        .orderBy("rank").toPandas())
+current = current_recommendations_sql("(SELECT * FROM gold.recommendations WHERE user_key = :user_key)")
+recs = sql.query(f"""
+    SELECT c.*, i.category, i.popularity
+    FROM ({current}) c LEFT JOIN gold.item_index i ON c.item_idx = i.item_idx
+    ORDER BY c.rank""", user_key=user_key)
 print(f"recommendations: {len(recs)} (model {recs['model_version'].iloc[0] if len(recs) else '-'}, "
       f"run {recs['run_id'].iloc[0] if len(recs) else '-'})")
 display(recs[["rank", "item_id", "category", "score", "popularity"]])
@@ -61,7 +67,7 @@ event_names = ["pad", *conf["clean"]["event_types"]]
 history = pd.DataFrame({"item_idx": list(user["items"]),
                         "event": [event_names[code] for code in user["event_types"]],
                         "ts": pd.to_datetime(list(user["ts"]), unit="s")})
-history = history.merge(items.toPandas(), on="item_idx", how="left")
+history = history.merge(items, on="item_idx", how="left")
 history["split"] = "train"
 if user["test_item"]:
     history.loc[history.index[-1], "split"] = "test"
@@ -78,7 +84,7 @@ print(f"recommended categories seen in the history: {sorted(overlap)}")
 
 # COMMAND ----------
 
-metrics = lake.read("gold.metrics").toPandas()
+metrics = sql.query("SELECT * FROM gold.metrics")
 groups = metrics[metrics["model"].str.contains("|", regex=False)]  # per user group: `model|cold`, ...
 metrics = metrics.drop(groups.index)
 per_run = metrics.pivot_table(index=["run_id", "model"], columns="metric", values="value").reset_index()
@@ -98,16 +104,18 @@ for run_id, row in ndcg.iterrows():
 
 # COMMAND ----------
 
-quality = lake.read("ops.quality_results")
-by_run = (quality.groupBy("run_id", "table")
-          .agg(F.count("*").alias("expectations"), F.sum(F.when(F.col("success"), 0).otherwise(1)).alias("failed"),
-               F.max("validated_at").alias("validated_at"))
-          .orderBy("validated_at").toPandas())
+by_run = sql.query("""
+    SELECT run_id, `table`, count(*) AS expectations,
+           CAST(sum(CASE WHEN success THEN 0 ELSE 1 END) AS BIGINT) AS failed, max(validated_at) AS validated_at
+    FROM ops.quality_results
+    GROUP BY run_id, `table`
+    ORDER BY validated_at, run_id, `table`""")
 display(by_run)
 print(f"quality checks: {int(by_run['expectations'].sum())} over {by_run['run_id'].nunique()} run(s), "
       f"{int(by_run['failed'].sum())} failed")
-failures = quality.where(~F.col("success")).select("run_id", "table", "expectation", "column",
-                                                     "unexpected_sample").limit(20)
+failures = sql.query("""
+    SELECT run_id, `table`, expectation, `column`, unexpected_sample FROM ops.quality_results
+    WHERE NOT success ORDER BY validated_at, `table`, expectation LIMIT 20""")
 display(failures)
 
 # COMMAND ----------
@@ -118,12 +126,13 @@ display(failures)
 
 import math
 
-neighbours = lake.read("gold.social_neighbours").select("user_idx", "friends")
-friends = list(user["friends"] if "friends" in user.asDict() else [])
+friends = list(user["friends"] or []) if "friends" in user else []
 if not friends:
-    row = neighbours.where(F.col("user_idx") == user["user_idx"]).first()
+    row = sql.first("SELECT friends FROM gold.social_neighbours WHERE user_idx = :user_idx",
+                    user_idx=user["user_idx"])
     friends = list(row["friends"] or []) if row else []
-second = (neighbours.where(F.col("user_idx").isin(friends or [-1])).toPandas() if friends
+second = (sql.query("SELECT user_idx, friends FROM gold.social_neighbours WHERE array_contains(:friends, user_idx) "
+                    "ORDER BY user_idx", friends=friends) if friends
           else pd.DataFrame(columns=["user_idx", "friends"]))
 edges = [(user["user_idx"], f) for f in friends]
 outer = []

@@ -135,6 +135,23 @@ def test_category_cap_with_greedy_rerank_and_fill():
     assert list(fu.diversify(categories, 3, None)) == [0, 1, 2]
 
 
+def test_shown_order_diversifies_each_page_among_the_candidates_left():
+    categories = np.array(["a", "a", "a", "b", "a", "c", "a", "b"], dtype=object)
+    # Page 1 (3 items, at most 1 per category): a, b, c; page 2 from what is left: a, b, then the best skipped a.
+    order = fu.shown_order(categories, page=3, shown=6, max_per_category=1)
+    assert list(order) == [0, 3, 5, 1, 7, 2, 4, 6]
+    assert sorted(order) == list(range(8))  # a permutation: nothing lost, nothing repeated
+    assert list(fu.shown_order(categories, 3, 3, None)) == list(range(8))
+
+
+def test_rule_ranked_lists_follow_the_cap_and_skip_excluded_items():
+    scores = np.array([[-np.inf, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, -np.inf]])  # item 8 excluded (-inf)
+    s = settings(max_per_category=1, candidate_pool=8)
+    shown = fu.rule_ranked(scores, catalogue().category, s, page=4, shown=8)
+    # Best by score 1,2,3,...; item categories: shoes 1,2; books 3,4; toys 5,6; food 7,8.
+    assert list(shown[0]) == [1, 3, 5, 7, 2, 4, 6]
+
+
 def test_rank_user_applies_every_rule_and_the_cap():
     items = catalogue(blocked=np.array([False] * 8 + [True]))
     priors = fu.ItemPriors.build(items, AS_OF, settings())
@@ -212,9 +229,11 @@ def test_dense_fused_scores_match_the_per_user_ranking():
     users = [fu.UserContext("a", history_items=np.array([1]), history_types=np.array(["view"]),
                             friend_ids=np.array([5]), friend_items=np.array([4]), friend_types=np.array(["like"]),
                             friend_ts=np.array([AS_OF - 10 * DAY])),
-             fu.UserContext("b", history_items=np.array([2]), history_types=np.array(["view"]))]
+             fu.UserContext("b", history_items=np.array([2]), history_types=np.array(["view"])),
+             fu.UserContext("c")]  # no history: the cold-start weights
+    model_scores = np.r_[model_scores, np.zeros((1, 9))]
     dense, components = fu.fused_scores(model_scores, users, items, s, AS_OF)
-    assert dense.shape == (2, 9) and np.isneginf(dense[:, 0]).all()
+    assert dense.shape == (3, 9) and np.isneginf(dense[:, 0]).all()
     priors = fu.ItemPriors.build(items, AS_OF, s)
     body = model_scores[:, 1:]
     for row, user in enumerate(users):
@@ -222,6 +241,23 @@ def test_dense_fused_scores_match_the_per_user_ranking():
                            mean=body[row].mean(), std=body[row].std()).set_index("item_idx")
         np.testing.assert_allclose(out["score"].sort_index().to_numpy(), dense[row, 1:])
     assert components["social"][0, 4] > 0 and components["social"][1].max() == 0
+    assert (components["pop"][0, 1:] <= 0).all() and (components["pop"][2, 1:] >= 0).all()
+
+
+def test_popularity_explores_for_users_with_history_and_guides_users_without():
+    items = catalogue(popularity=np.array([0.0, 50, 1, 50, 1, 50, 1, 50, 1]))
+    s = settings()
+    assert s.weights["pop"] < 0 < s.cold_start_weights["pop"]
+    priors = fu.ItemPriors.build(items, AS_OF, s)
+    warm = fu.UserContext("warm", history_items=np.array([1]), history_types=np.array(["view"]))
+    ranked = fu.rank_user(warm, items, priors, s, 4, AS_OF, pool_items=np.arange(2, 9), pool_scores=np.zeros(7))
+    assert set(ranked["item_idx"]) == {2, 4, 6, 8}  # equal model scores: the long tail first
+    cold = fu.rank_user(fu.UserContext("cold"), items, priors, s, 4, AS_OF)
+    assert set(cold["item_idx"]) == {1, 3, 5, 7}  # no history: the popular items
+    own = fu.FusionSettings.from_conf({"fusion": {"weights": {"pop": 0.5}, "cold_start_weights": {"pop": 2.0}}})
+    assert own.weights_for(True)["pop"] == 0.5 and own.weights_for(False)["pop"] == 2.0
+    with pytest.raises(ValueError, match="infer.fusion.cold_start_weights: unknown components"):
+        fu.FusionSettings.from_conf({"fusion": {"cold_start_weights": {"hype": 1.0}}})
 
 
 # ----------------------------------------------------------------------------------------------- cold start

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from socialrec.evaluation.metrics import category_diversity, list_ranks, metrics_from_ranks, target_ranks
 from socialrec.inference.scoring import top_k
 
 
@@ -41,3 +41,17 @@ def test_top_k_is_sorted_and_skips_nothing_finite():
     items, values = top_k(scores, 2)
     assert items.tolist() == [[1, 3], [0, 1]]
     assert values.tolist() == [[0.9, 0.5], [3.0, 2.0]]
+
+
+def test_list_ranks_use_the_shown_position_and_fall_back_to_the_score_rank():
+    lists = [np.array([5, 3, 9]), np.array([4, 2]), np.array([], dtype=np.int64)]
+    ranks = list_ranks(lists, np.array([9, 7, 1]), np.array([1, 40, 12]))
+    assert list(ranks) == [2, 40, 12]
+
+
+def test_category_diversity():
+    categories = np.array([None, "a", "a", "b", "c", None], dtype=object)
+    lists = [np.array([1, 2, 3, 4]), np.array([1, 2]), np.array([5, 1])]  # 3/4, 1/2, one known item: skipped
+    assert category_diversity(lists, categories, 10) == pytest.approx((0.75 + 0.5) / 2)
+    assert category_diversity(lists, categories, 2) == pytest.approx((0.5 + 0.5) / 2)
+    assert category_diversity(lists, np.full(6, None, dtype=object), 10) is None

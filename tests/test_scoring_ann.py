@@ -127,14 +127,30 @@ def test_scoring_udf_with_the_index_equals_exact_when_every_cell_is_probed(tmp_p
     settings = fu.FusionSettings(candidate_pool=30)
     names = ["view", "click", "cart", "purchase"]
 
-    def run(approximate):
+    def run(approximate, device="cpu"):
         udf = scoring.recommend_partitions(str(tmp_path / "ckpt"), max_len, 5, 5, 1, features, settings, 1e9, names,
-                                           approximate)
+                                           approximate, device)
         return pd.concat(list(udf(iter([frame]))), ignore_index=True)
 
     exact_recs = run(None)
+    on_auto = run(None, "auto")  # the GPU where there is one (a second model copy on it), else the CPU again
+    columns = ["user_key", "rank", "item_idx"]
+    pd.testing.assert_frame_equal(exact_recs[columns], on_auto[columns])
     approximate_recs = run({"lists": 6, "probes": 6})
     assert exact_recs.groupby("user_key").size().eq(5).all()
     pd.testing.assert_frame_equal(exact_recs[["user_key", "rank", "item_idx"]],
                                   approximate_recs[["user_key", "rank", "item_idx"]])
     np.testing.assert_allclose(exact_recs["score"], approximate_recs["score"], rtol=1e-4, atol=1e-5)
+
+
+def test_scoring_device_comes_from_config_and_a_missing_gpu_is_an_error():
+    torch = pytest.importorskip("torch")
+    from socialrec.inference import model_store
+
+    assert model_store.executor_device("cpu") == torch.device("cpu")
+    assert model_store.executor_device("auto") == torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="infer.device must be cpu, cuda or auto, not 'tpu'"):
+        model_store.executor_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="infer.device is 'cuda' but this executor has no usable CUDA"):
+            model_store.executor_device("cuda")

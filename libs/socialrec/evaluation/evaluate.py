@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
 from socialrec.evaluation import baselines as bl
-from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from socialrec.evaluation.metrics import category_diversity, list_ranks, metrics_from_ranks, target_ranks
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
 from socialrec.inference.scoring import fusion_inputs, user_context
@@ -42,8 +42,9 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
     """Rank of each user's test item among all items not seen before it, and each top-k list, for every trained
     model in `checkpoints` ({name: checkpoint dir}: `model` and its variants) and every baseline in `baselines`
     ({name: shared value}: popularity vector, item-KNN matrix + settings, ALS item factors). With `fusion`
-    ({items, settings, as_of, event_names}) also `fused`: the model's scores fused with social proof, sentiment,
-    freshness and popularity as recommendations are, from friends' events before the user's test step only."""
+    ({items, settings, as_of, event_names, page}) also `fused`: the model's scores fused with social proof,
+    sentiment, freshness and popularity, from friends' events before the user's test step only, and ranked as
+    recommendations are shown (pages of `page` items under infer.max_per_category)."""
 
     def run(frames):
         import torch
@@ -78,8 +79,15 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                 }
                 for name, values in scores.items():
                     values = bl.mask_seen(np.array(values, dtype=np.float64), seen)
-                    out[name] = target_ranks(values, targets).astype(np.int32)
-                    out[f"{name}_top"] = bl.top_items(values, k)
+                    ranks = target_ranks(values, targets)
+                    if name == "fused" and fusion["settings"].max_per_category:
+                        shown = fu.rule_ranked(values, fusion["items"].category, fusion["settings"],
+                                               fusion["page"], k)
+                        out[name] = list_ranks(shown, targets, ranks).astype(np.int32)
+                        out[f"{name}_top"] = [items[:k].astype(np.int32) for items in shown]
+                    else:
+                        out[name] = ranks.astype(np.int32)
+                        out[f"{name}_top"] = bl.top_items(values, k)
                 yield pd.DataFrame(out)
 
     return run
@@ -93,11 +101,15 @@ def before_test_step(record: dict) -> dict:
             "friend_events": [e for e in (friend_events if friend_events is not None else []) if e["ts"] < test_ts]}
 
 
-def summarise(ranks: np.ndarray, tops, ks, n_items: int) -> dict[str, float]:
-    """Ranking metrics plus catalogue coverage@K for one model over one set of users."""
+def summarise(ranks: np.ndarray, tops, ks, n_items: int, categories: np.ndarray) -> dict[str, float]:
+    """Ranking metrics plus catalogue coverage@K and, where items have categories, diversity@K (mean share of
+    distinct categories in a top-K list) for one model over one set of users."""
     values = metrics_from_ranks(ranks, ks)
     for k in ks:
         values[f"coverage@{k}"] = bl.catalogue_coverage(tops, n_items, k)
+        diversity = category_diversity(tops, categories, k)
+        if diversity is not None:
+            values[f"diversity@{k}"] = diversity
     return values
 
 
@@ -113,8 +125,10 @@ def evaluate(ctx: RunContext) -> dict:
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
     checkpoints = {"model": model_info["checkpoint"],
                    **{name: path for name, path in (model_info.get("variants") or {}).items() if name != "model"}}
-    index = lake.read("gold.item_index").select("item_idx", "popularity").toPandas()
+    index = lake.read("gold.item_index").select("item_idx", "popularity", "category").toPandas()
     n_items = int(index["item_idx"].max())
+    categories = np.full(n_items + 1, None, dtype=object)
+    categories[index["item_idx"].to_numpy()] = index["category"].to_numpy()
     catalogue = len(index)
     sequences = lake.read("gold.user_sequences")
     users = sequences.where(F.col("test_item") > 0).select(
@@ -123,7 +137,7 @@ def evaluate(ctx: RunContext) -> dict:
     if settings.get("fused", True):
         fusion_settings, as_of, items, social = fusion_inputs(ctx, sequences)
         fusion = {"items": items, "settings": fusion_settings, "as_of": as_of,
-                  "event_names": conf["clean"]["event_types"]}
+                  "event_names": conf["clean"]["event_types"], "page": int(conf["infer"]["top_k"])}
         if social is not None:
             users = users.join(social, "user_key", "left")
 
@@ -186,7 +200,8 @@ def evaluate(ctx: RunContext) -> dict:
             pairs.unpersist()
     timings["ranking"] = round(time.perf_counter() - started, 2)
 
-    metrics = {name: summarise(ranks[name].to_numpy(), ranks[f"{name}_top"], ks, catalogue) for name in models}
+    metrics = {name: summarise(ranks[name].to_numpy(), ranks[f"{name}_top"], ks, catalogue, categories)
+               for name in models}
     rows = [(ctx.run_id, name, metric, float(value), len(ranks))
             for name, values in metrics.items() for metric, value in values.items()]
     groups = bl.user_groups(ranks["n_steps"].to_numpy(), ranks["n_friend_items"].to_numpy(),
@@ -198,7 +213,8 @@ def evaluate(ctx: RunContext) -> dict:
         if not mask.any():
             continue  # an empty group has no metrics (zeros would read as a result)
         members = ranks[mask]
-        by_group[group] = {name: summarise(members[name].to_numpy(), members[f"{name}_top"], ks, catalogue)
+        by_group[group] = {name: summarise(members[name].to_numpy(), members[f"{name}_top"], ks, catalogue,
+                                           categories)
                            for name in models}
         rows += [(ctx.run_id, f"{name}|{group}", metric, float(value), len(members))
                  for name, values in by_group[group].items() for metric, value in values.items()]

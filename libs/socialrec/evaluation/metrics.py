@@ -28,6 +28,18 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: list | None 
     return (scores >= target_scores[:, None]).sum(axis=1) - 1  # an excluded target ties with all: the last rank
 
 
+def list_ranks(lists, targets: np.ndarray, score_ranks: np.ndarray) -> np.ndarray:
+    """0-based rank of each target when users see `lists[u]` (a re-ranked head of the ranking, e.g. under the
+    category cap) followed by the remaining items in score order: the position in the list when the target is
+    in it, else its rank by score (`score_ranks`, from target_ranks), which the head cannot reach."""
+    ranks = np.asarray(score_ranks, dtype=np.int64).copy()
+    for row, (items, target) in enumerate(zip(lists, np.asarray(targets, dtype=np.int64))):
+        hit = np.nonzero(np.asarray(items, dtype=np.int64) == target)[0]
+        if len(hit):
+            ranks[row] = int(hit[0])
+    return ranks
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks=(10, 20)) -> dict[str, float]:
     """Recall@K, NDCG@K for each K, and MRR, averaged over users."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -40,3 +52,16 @@ def metrics_from_ranks(ranks: np.ndarray, ks=(10, 20)) -> dict[str, float]:
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out
+
+
+def category_diversity(top_lists, categories: np.ndarray, k: int) -> float | None:
+    """Mean share of distinct categories among each top-k list's items of known category (1.0: every item from
+    another category), over lists with at least two such items; None where items carry no categories."""
+    categories = np.asarray(categories, dtype=object)
+    shares = []
+    for items in top_lists:
+        items = np.asarray(items if items is not None else [], dtype=np.int64)[:k]
+        known = [c for c in categories[items[items > 0]] if isinstance(c, str)]
+        if len(known) >= 2:
+            shares.append(len(set(known)) / len(known))
+    return float(np.mean(shares)) if shares else None

@@ -1,10 +1,22 @@
 """silver -> gold: item vocabulary, per-user collapsed histories with the leave-last-out split, social
-neighbours with their recent items, the padded training table petastorm reads, and the item text."""
+neighbours with their recent items, the padded training table petastorm reads, and the item text.
+
+Incremental: a run whose new silver batches hold events only (the daily case) rebuilds the histories of the
+users those events touch, and the social inputs of their friends, and MERGEs just those rows into gold; ids
+stay stable (new users and items get the next ids), popularity is recounted from the updated histories. The
+first build, a batch that changes the social graph or the catalogue, or a changed `features` config rebuilds
+gold in full. The batches applied are recorded in ops.batches under `features@<config fingerprint>` after the
+last commit, so a killed run is redone by the next one (every write is a MERGE or overwrite of recomputed rows).
+"""
 from __future__ import annotations
+
+import hashlib
+import json
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from socialrec.etl.clean import mark_batches_done
 from socialrec.run_context import RunContext
 
 
@@ -40,13 +52,25 @@ def collapsed_steps(events: DataFrame, conf: dict) -> DataFrame:
     )
 
 
+def next_ids(keys: DataFrame, key: str, id_column: str, existing: DataFrame | None) -> DataFrame:
+    """Dense ids for `keys` (one column, `key`): existing keys keep their id, new ones get the next ids in key
+    order, so a model trained on yesterday's ids still reads today's tables."""
+    keys = keys.select(key).distinct()
+    if existing is None:
+        return keys.withColumn(id_column, F.row_number().over(Window.orderBy(key)).cast("int"))
+    known = existing.select(key, id_column)
+    offset = existing.agg(F.coalesce(F.max(id_column), F.lit(0))).first()[0]
+    new = (keys.join(known, key, "left_anti")
+           .withColumn(id_column, (F.lit(offset) + F.row_number().over(Window.orderBy(key))).cast("int")))
+    return keys.join(known, key).unionByName(new)
+
+
 def item_index(events: DataFrame, items: DataFrame | None) -> DataFrame:
     """Dense ids 1..N for every item seen in events or listed in the catalogue (cold items included)."""
     ids = events.select("item_id")
     if items is not None:
         ids = ids.unionByName(items.select("item_id"))
-    ids = ids.distinct()
-    indexed = ids.withColumn("item_idx", F.row_number().over(Window.orderBy("item_id")).cast("int"))
+    indexed = next_ids(ids, "item_id", "item_idx", None)
     if items is None:
         return indexed.withColumn("category", F.lit(None).cast("string")).withColumn("has_text", F.lit(False))
     has_text = F.coalesce(F.col("title").isNotNull() | F.col("description").isNotNull(), F.lit(False))
@@ -54,8 +78,10 @@ def item_index(events: DataFrame, items: DataFrame | None) -> DataFrame:
     return indexed.join(catalogue, "item_id", "left").fillna({"has_text": False})
 
 
-def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, conf: dict) -> DataFrame:
-    """Arrays over each user's whole history plus the validation and test items (0 when too short)."""
+def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, conf: dict,
+                   existing: DataFrame | None = None) -> DataFrame:
+    """Arrays over each user's whole history plus the validation and test items (0 when too short); user ids
+    from `existing` (gold.user_sequences) where the user has one."""
     min_steps = conf["features"]["min_events_per_user"]
     prev_ts = F.lag("ts").over(Window.partitionBy("user_key").orderBy("step"))
     minutes = (F.col("ts").cast("long") - prev_ts.cast("long")) / 60.0
@@ -81,7 +107,7 @@ def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, con
     users = (
         users.withColumn("valid_item", F.when(holdout, F.element_at("items", -2)).otherwise(0))
         .withColumn("test_item", F.when(holdout, F.element_at("items", -1)).otherwise(0))
-        .withColumn("user_idx", F.row_number().over(Window.orderBy("user_key")).cast("int"))
+        .join(next_ids(users, "user_key", "user_idx", existing), "user_key")
     )
     bought = purchases.join(index, "item_id").groupBy("user_key").agg(
         F.array_sort(F.collect_set("item_idx")).alias("purchased"))
@@ -89,23 +115,27 @@ def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, con
         "purchased", F.coalesce("purchased", F.array().cast("array<int>")))
 
 
-def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict) -> DataFrame:
-    """Each user's friends and the friends' most recent items before the user's validation step.
+def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, only: DataFrame | None = None
+                      ) -> DataFrame:
+    """Each user's friends and the friends' most recent items before the user's validation step (for the users
+    in `only` (user_key) when given; friends' items still come from every user).
 
     The cut-off keeps the friends' later activity (which may include the user's own test item, bought
     together) out of the model's inputs, so social signal cannot leak the answer.
     """
     limit = conf["features"]["max_friends"]
-    empty = users.select("user_key", "user_idx", F.array().cast("array<int>").alias("friends"),
-                         F.array().cast("array<int>").alias("friend_items"))
+    targets = users if only is None else users.join(only, "user_key", "left_semi")
+    empty = targets.select("user_key", "user_idx", F.array().cast("array<int>").alias("friends"),
+                           F.array().cast("array<int>").alias("friend_items"))
     if social is None:
         return empty
     cutoff = F.when(F.col("test_item") > 0, F.element_at("ts", -2)).otherwise(F.lit(2**62))
-    me = users.select("user_key", "user_idx", cutoff.alias("cutoff"))
+    me = targets.select("user_key", "user_idx", cutoff.alias("cutoff"))
     friend_ids = users.select(F.col("user_key").alias("dst_user_key"), F.col("user_idx").alias("friend_idx"),
                               F.col("n_steps").alias("friend_steps"))
     edges = (
         social.select(F.col("src_user_key").alias("user_key"), "dst_user_key").distinct()
+        .join(me.select("user_key"), "user_key", "left_semi")
         .join(friend_ids, "dst_user_key")
         .withColumn("_rank", F.row_number().over(
             Window.partitionBy("user_key").orderBy(F.desc("friend_steps"), "friend_idx")))
@@ -124,7 +154,7 @@ def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict) ->
     )
     friends = edges.groupBy("user_key").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
     return (
-        users.select("user_key", "user_idx").join(friends, "user_key", "left").join(recent, "user_key", "left")
+        targets.select("user_key", "user_idx").join(friends, "user_key", "left").join(recent, "user_key", "left")
         .select("user_key", "user_idx",
                 F.coalesce("friends", F.array().cast("array<int>")).alias("friends"),
                 F.coalesce("friend_items", F.array().cast("array<int>")).alias("friend_items"))
@@ -163,7 +193,100 @@ def item_text(index: DataFrame, items: DataFrame | None) -> DataFrame | None:
             .select("item_idx", "item_id", text.alias("text")))
 
 
+def training_popularity(histories: DataFrame) -> DataFrame:
+    """Training interactions per item (each user's test item held out)."""
+    train_items = histories.select(F.explode(F.slice("items", 1, F.when(F.col("test_item") > 0, F.col("n_steps") - 1)
+                                                     .otherwise(F.col("n_steps")))).alias("item_idx"))
+    return train_items.groupBy("item_idx").agg(F.count("*").cast("long").alias("popularity"))
+
+
+def with_popularity(index: DataFrame, histories: DataFrame) -> DataFrame:
+    return (index.select("item_idx", "item_id", "category", "has_text")
+            .join(training_popularity(histories), "item_idx", "left").fillna({"popularity": 0}))
+
+
+def config_fingerprint(conf: dict) -> str:
+    """What gold depends on besides silver: a change rebuilds gold in full."""
+    inputs = {"features": conf["features"], "event_types": conf["clean"]["event_types"]}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def feature_batches(ctx: RunContext) -> tuple[str, list[str], list[str]]:
+    """(stage name, batches clean applied that features has not, batches features already applied under the
+    current config)."""
+    stage = f"features@{config_fingerprint(ctx.conf)}"
+    if not ctx.lake.exists("ops.batches"):
+        return stage, [], []
+    applied = ctx.lake.read("ops.batches").select("stage", "batch_id").distinct().collect()
+    cleaned = {row["batch_id"] for row in applied if row["stage"] == "clean"}
+    done = {row["batch_id"] for row in applied if row["stage"] == stage}
+    return stage, sorted(cleaned - done), sorted(done)
+
+
+def events_only(ctx: RunContext, batches: list[str]) -> bool:
+    """True when none of `batches` brought social edges or catalogue rows."""
+    for table in ("bronze.social", "bronze.items"):
+        if ctx.lake.exists(table) and ctx.lake.read(table).where(F.col("_batch_id").isin(batches)).limit(1).count():
+            return False
+    return True
+
+
 def build_features(ctx: RunContext) -> dict:
+    stage, pending, done = feature_batches(ctx)
+    built = ctx.lake.exists("gold.user_sequences") and ctx.lake.exists("gold.item_index")
+    if built and done and not pending:
+        return {"mode": "up to date", "rows_out": 0, "batches": []}
+    if built and done and events_only(ctx, pending):
+        figures = update_features(ctx, pending)
+    else:
+        figures = rebuild_features(ctx)
+    if pending:
+        mark_batches_done(ctx, stage, pending)
+    figures["batches"] = pending
+    return figures
+
+
+def update_features(ctx: RunContext, batches: list[str]) -> dict:
+    """Rebuild the users the batches' events touch (and their friends' social inputs); MERGE only those rows.
+
+    Every output is computed and checkpointed before the first commit: the commits then neither re-read tables
+    they have just changed nor drag the whole lineage (gold as it was, joined with silver) through each gate."""
+    conf, lake = ctx.conf, ctx.lake
+    events = lake.read("silver.events")
+    social = lake.read("silver.social") if lake.exists("silver.social") else None
+    touched = events.where(F.col("_batch_id").isin(batches)).select("user_key").distinct().localCheckpoint()
+    user_events = events.join(touched, "user_key", "left_semi")
+
+    old_index = lake.read("gold.item_index").localCheckpoint()
+    index = (next_ids(user_events.select("item_id"), "item_id", "item_idx", old_index)  # items of touched users
+             .join(old_index.select("item_idx", "category", "has_text"), "item_idx", "left")
+             .fillna({"has_text": False}))
+    purchases = user_events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
+    old_sequences = lake.read("gold.user_sequences").localCheckpoint()
+    rebuilt = user_histories(collapsed_steps(user_events, conf), index, purchases, conf, old_sequences)
+    histories = (old_sequences.drop("friend_items").join(touched, "user_key", "left_anti")
+                 .unionByName(rebuilt).localCheckpoint())
+    affected = touched
+    if social is not None:  # friends of a touched user see new friend items
+        friends_of_touched = (social.join(touched.withColumnRenamed("user_key", "dst_user_key"), "dst_user_key",
+                                          "left_semi").select(F.col("src_user_key").alias("user_key")))
+        affected = touched.unionByName(friends_of_touched).distinct()
+    affected = affected.join(histories.select("user_key"), "user_key", "left_semi").localCheckpoint()
+    neighbours = social_neighbours(social, histories, conf, only=affected).localCheckpoint()
+    changed = histories.join(neighbours.select("user_key", "friend_items"), "user_key").localCheckpoint()
+    moved = (with_popularity(index, histories)
+             .join(old_index.select("item_idx", F.col("popularity").alias("_old")), "item_idx", "left")
+             .where(F.col("_old").isNull() | (F.col("_old") != F.col("popularity"))).drop("_old").localCheckpoint())
+
+    ctx.commit("gold.item_index", moved, merge_on=["item_idx"], update_existing=True)
+    ctx.commit("gold.user_sequences", changed, merge_on=["user_key"], update_existing=True)
+    ctx.commit("gold.social_neighbours", neighbours, merge_on=["user_key"], update_existing=True)
+    ctx.commit("gold.train_examples", train_examples(changed, conf), merge_on=["user_idx"], update_existing=True)
+    return {"mode": "incremental", "users_touched": touched.count(), "users_rebuilt": affected.count(),
+            "rows_out": ctx.report.tables["gold.user_sequences"]["rows_written"]}
+
+
+def rebuild_features(ctx: RunContext) -> dict:
     conf, lake = ctx.conf, ctx.lake
     events = lake.read("silver.events")
     items = lake.read("silver.items") if lake.exists("silver.items") else None
@@ -176,13 +299,7 @@ def build_features(ctx: RunContext) -> dict:
     neighbours = social_neighbours(social, histories, conf).persist()
     histories = histories.join(neighbours.select("user_key", "friend_items"), "user_key", "left")
 
-    # Popularity counts training interactions only (the test item of each user is held out).
-    train_items = histories.select(F.explode(F.slice("items", 1, F.when(F.col("test_item") > 0, F.col("n_steps") - 1)
-                                                     .otherwise(F.col("n_steps")))).alias("item_idx"))
-    popularity = train_items.groupBy("item_idx").agg(F.count("*").cast("long").alias("popularity"))
-    index = index.join(popularity, "item_idx", "left").fillna({"popularity": 0})
-
-    ctx.commit("gold.item_index", index.select("item_idx", "item_id", "category", "popularity", "has_text"))
+    ctx.commit("gold.item_index", with_popularity(index, histories))
     ctx.commit("gold.user_sequences", histories)
     ctx.commit("gold.social_neighbours", neighbours)
     ctx.commit("gold.train_examples", train_examples(histories, conf), files=conf["features"]["train_files"])
@@ -191,4 +308,5 @@ def build_features(ctx: RunContext) -> dict:
         ctx.commit("gold.item_text", text)
     figures = {name: ctx.report.tables[name]["rows"] for name in ctx.report.tables if name.startswith("gold.")}
     figures["rows_out"] = ctx.report.tables["gold.user_sequences"]["rows"]
+    figures["mode"] = "full"
     return figures

@@ -3,7 +3,8 @@
 `scoring.recommend` gathers the inputs with Spark and calls these per batch of users inside mapInPandas;
 evaluation can call `fused_scores` on a dense model score matrix to rank the whole catalogue the same way.
 
-Final score of an item for a user (weights in `infer.fusion.weights`):
+Final score of an item for a user (weights in `infer.fusion.weights`; for a user without history, whose model
+score is 0, `infer.fusion.cold_start_weights` override them):
 
     final = w_model * model + w_social * social + w_sentiment * sentiment + w_fresh * fresh + w_pop * pop
 
@@ -15,7 +16,10 @@ Final score of an item for a user (weights in `infer.fusion.weights`):
 - sentiment: `item_sentiment`: the item's mean normalised rating shrunk towards the global mean,
              minus the global mean (unrated items get 0).
 - fresh:     0.5 ** (days since the item's first event / fresh_half_life_days); never-seen items get 1.
-- pop:       log1p(popularity) / log1p(max popularity), in [0, 1], for exploration.
+- pop:       log1p(popularity) / log1p(max popularity), in [0, 1]. A negative weight explores: it lifts the
+             long tail over bestsellers the model already favours (more catalogue coverage and category
+             diversity, docs/results.md); for users without history popularity is the signal, so their
+             weight is positive.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ VERBS = {"view": "viewed", "click": "clicked", "cart": "added to your cart", "pu
 @dataclass
 class FusionSettings:
     weights: dict = field(default_factory=lambda: {"model": 1.0, "social": 1.5, "sentiment": 0.5,
-                                                   "fresh": 0.2, "pop": 0.3})
+                                                   "fresh": 0.2, "pop": -0.3})
+    cold_start_weights: dict = field(default_factory=lambda: {"pop": 0.3})
     social_half_life_days: float = 30.0
     social_event_types: tuple = ("purchase", "like")
     fresh_half_life_days: float = 30.0
@@ -50,16 +55,23 @@ class FusionSettings:
     price_band: float | None = None
     cold_start_popular: int = 50
 
+    def weights_for(self, has_history: bool) -> dict:
+        return self.weights if has_history else {**self.weights, **self.cold_start_weights}
+
     @classmethod
     def from_conf(cls, infer: dict) -> "FusionSettings":
         fusion = infer.get("fusion") or {}
-        weights = {**cls().weights, **(fusion.get("weights") or {})}
-        unknown = set(weights) - set(COMPONENTS)
-        if unknown:
-            raise ValueError(f"infer.fusion.weights: unknown components {sorted(unknown)}; expected {COMPONENTS}")
         defaults = cls()
+        weights = {**defaults.weights, **(fusion.get("weights") or {})}
+        cold = fusion.get("cold_start_weights")
+        cold = dict(defaults.cold_start_weights if cold is None else cold)
+        for setting, given in (("weights", weights), ("cold_start_weights", cold)):
+            unknown = set(given) - set(COMPONENTS)
+            if unknown:
+                raise ValueError(f"infer.fusion.{setting}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
         return cls(
             weights={name: float(weights[name]) for name in COMPONENTS},
+            cold_start_weights={name: float(value) for name, value in cold.items()},
             social_half_life_days=float(fusion.get("social_half_life_days", defaults.social_half_life_days)),
             social_event_types=tuple(fusion.get("social_event_types", defaults.social_event_types)),
             fresh_half_life_days=float(fusion.get("fresh_half_life_days", defaults.fresh_half_life_days)),
@@ -293,6 +305,37 @@ def diversify(categories: np.ndarray, k: int, max_per_category: int | None) -> n
     return np.asarray(picked, dtype=np.int64)
 
 
+def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category: int | None) -> np.ndarray:
+    """Positions into a best-first candidate list in the order a user paging through lists of `page` items sees
+    them: each page is `diversify`d among the candidates still left, up to `shown` positions; the rest keep their
+    order. With shown == page this is the single list recommendations store."""
+    categories = np.asarray(categories, dtype=object)
+    remaining = np.arange(len(categories))
+    picked: list[np.ndarray] = []
+    count = 0
+    while count < shown and len(remaining):
+        taken = remaining[diversify(categories[remaining], min(page, shown - count), max_per_category)]
+        picked.append(taken)
+        count += len(taken)
+        remaining = remaining[~np.isin(remaining, taken)]
+    return np.concatenate([*picked, remaining]).astype(np.int64)
+
+
+def rule_ranked(scores: np.ndarray, categories: np.ndarray, settings: FusionSettings, page: int, shown: int
+                ) -> list[np.ndarray]:
+    """Per row of dense scores [B, n_items + 1] (excluded items already -inf), the `candidate_pool` best items in
+    the order recommendations show them (pages of `page` items under the category cap, up to `shown` positions),
+    so an evaluation ranks what users are actually shown rather than the raw fused order."""
+    pool = max(settings.candidate_pool, shown)
+    best, values = top_k(np.asarray(scores, dtype=np.float64), pool)
+    categories = np.asarray(categories, dtype=object)
+    lists = []
+    for items, row_values in zip(best, values):
+        items = items[np.isfinite(row_values)]
+        lists.append(items[shown_order(categories[items], page, shown, settings.max_per_category)])
+    return lists
+
+
 def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int) -> np.ndarray:
     """Popular items in the categories of the friends' items, or globally popular items when friends give no
     category: the candidates of a user without history beside the friends' own items."""
@@ -397,7 +440,8 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
     friend_counts = social_by_item["friends"].reindex(candidates).fillna(0).astype(int).to_numpy()
     parts = {"model": model_z, "social": social_score, "sentiment": priors.sentiment[candidates],
              "fresh": priors.fresh[candidates], "pop": priors.pop[candidates]}
-    weighted = {name: settings.weights[name] * values for name, values in parts.items()}
+    weights = settings.weights_for(has_history)
+    weighted = {name: weights[name] * values for name, values in parts.items()}
     final = np.sum([weighted[name] for name in COMPONENTS], axis=0)
 
     order = np.argsort(-final, kind="stable")
@@ -437,9 +481,9 @@ def similar_history_item(user: UserContext, item: int, items: ItemFeatures) -> t
 def fused_scores(model_scores: np.ndarray, users: list[UserContext], items: ItemFeatures,
                  settings: FusionSettings, as_of: float) -> tuple[np.ndarray, dict]:
     """Dense fused scores [B, n_items + 1] (column 0 is -inf) for a full-catalogue ranking, e.g. Recall/NDCG of
-    the fused ranking in evaluation; the same components and weights as recommendations, but no rules
-    (exclusions, category cap) - apply the evaluation's own exclusions to the result. Returns the scores and
-    the weighted components {name: [B, n_items + 1]}. For a leak-free evaluation pass friend events cut
+    the fused ranking in evaluation; the same components and weights as recommendations, but no rules:
+    apply the evaluation's own exclusions to the result, then `rule_ranked` for the category cap. Returns the
+    scores and the weighted components {name: [B, n_items + 1]}. For a leak-free evaluation pass friend events cut
     before the user's test step (and histories cut likewise)."""
     model_scores = np.asarray(model_scores, dtype=np.float64)
     body = model_scores[:, 1:]
@@ -453,11 +497,13 @@ def fused_scores(model_scores: np.ndarray, users: list[UserContext], items: Item
         social[row, proof["item_idx"].to_numpy() - 1] = proof["social"].to_numpy()
         if len(user.history_items) == 0:
             z[row] = 0.0
-    w = settings.weights
+    has_history = [len(user.history_items) > 0 for user in users]
+    # Per row, the weights of that user (cold-start weights where there is no history): [B, 1] columns.
+    w = {name: np.array([[settings.weights_for(h)[name]] for h in has_history]).reshape(len(users), 1)
+         for name in COMPONENTS}
     components = {"model": w["model"] * z, "social": w["social"] * social,
-                  "sentiment": np.broadcast_to(w["sentiment"] * priors.sentiment[1:], body.shape),
-                  "fresh": np.broadcast_to(w["fresh"] * priors.fresh[1:], body.shape),
-                  "pop": np.broadcast_to(w["pop"] * priors.pop[1:], body.shape)}
+                  "sentiment": w["sentiment"] * priors.sentiment[1:], "fresh": w["fresh"] * priors.fresh[1:],
+                  "pop": w["pop"] * priors.pop[1:]}
     fused = np.sum([components[name] for name in COMPONENTS], axis=0)
     pad = np.full((len(body), 1), -np.inf)
     return (np.concatenate([pad, fused], axis=1),

@@ -27,14 +27,42 @@ def latest(checkpoints_dir: Path) -> dict:
     return json.loads(pointer.read_text())
 
 
-def load_model(checkpoint_dir: str):
-    """Load once per Python worker process: Spark reuses workers across tasks, so later tasks get it free."""
-    if checkpoint_dir not in _LOADED:
+def executor_device(requested: str | None = "cpu"):
+    """The torch device a scoring task uses (`infer.device`): `cpu`; `cuda`, the GPU Spark assigned to the task
+    where GPU scheduling is on (else cuda:0), and an error on an executor without CUDA rather than a silent CPU
+    run; `auto`, cuda where present and cpu elsewhere (one config for CPU and GPU clusters)."""
+    import torch
+
+    requested = str(requested or "cpu").lower()
+    if requested not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"infer.device must be cpu, cuda or auto, not {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("infer.device is 'cuda' but this executor has no usable CUDA device "
+                           "(torch.cuda.is_available() is False): score on a GPU cluster, or set infer.device "
+                           "to auto or cpu")
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    gpus = task.resources().get("gpu") if task is not None else None
+    return torch.device(f"cuda:{int(gpus.addresses[0])}" if gpus is not None and gpus.addresses else "cuda:0")
+
+
+def load_model(checkpoint_dir: str, device=None):
+    """Load once per Python worker process and device: Spark reuses workers across tasks, so later tasks get it
+    free."""
+    key = (checkpoint_dir, str(device or "cpu"))
+    if key not in _LOADED:
         from socialrec.model.recommender import load_checkpoint
 
         model, meta = load_checkpoint(checkpoint_dir)
-        _LOADED[checkpoint_dir] = (model.eval(), meta)
-    return _LOADED[checkpoint_dir]
+        _LOADED[key] = (model.to(device or "cpu").eval(), meta)
+    return _LOADED[key]
+
+
+def model_device(model):
+    return next(model.parameters()).device
 
 
 def score_histories(model, histories: list[dict], cutoff: str, max_len: int) -> np.ndarray:
@@ -45,8 +73,8 @@ def score_histories(model, histories: list[dict], cutoff: str, max_len: int) -> 
 
     inputs = build_inputs(histories, cutoff, max_len)
     with torch.inference_mode():
-        batch = {name: torch.from_numpy(values) for name, values in inputs.items()}
-        return model.score_all(batch).float().numpy()
+        batch = {name: torch.from_numpy(values).to(model_device(model)) for name, values in inputs.items()}
+        return model.score_all(batch).float().cpu().numpy()
 
 
 def publish_untrained(conf: dict, lake, run_id: str) -> int:

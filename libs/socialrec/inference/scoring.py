@@ -23,11 +23,12 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (DoubleType, FloatType, IntegerType, LongType, MapType, StringType, StructField,
                                StructType)
 
+from socialrec.evaluation.metrics import category_diversity
 from socialrec.inference import ann
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
@@ -66,7 +67,7 @@ def _item_representations(checkpoint_dir: str, model):
         import torch
 
         with torch.inference_mode():
-            _REPRESENTATIONS[checkpoint_dir] = model.item_representations().float().numpy()
+            _REPRESENTATIONS[checkpoint_dir] = model.item_representations().float().cpu().numpy()
     return _REPRESENTATIONS[checkpoint_dir]
 
 
@@ -113,8 +114,9 @@ def _user_vectors(model, histories: list[dict], max_len: int) -> np.ndarray:
 
     inputs = build_inputs(histories, "full", max_len)
     with torch.inference_mode():
-        batch = {name: torch.from_numpy(values) for name, values in inputs.items()}
-        return model.user_vectors(batch).float().numpy()
+        device = model_store.model_device(model)
+        batch = {name: torch.from_numpy(values).to(device) for name, values in inputs.items()}
+        return model.user_vectors(batch).float().cpu().numpy()
 
 
 def _as_array(values, dtype) -> np.ndarray:
@@ -150,7 +152,7 @@ def approximate_settings(infer: dict) -> dict | None:
 
 def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: int, threads: int,
                          items: fu.ItemFeatures, settings: fu.FusionSettings, as_of: float, event_names: list[str],
-                         approximate: dict | None = None):
+                         approximate: dict | None = None, device: str = "cpu"):
     priors = fu.ItemPriors.build(items, as_of, settings)
     pool = max(settings.candidate_pool, k)
     blocked = int(items.blocked.sum()) if items.blocked is not None else 0
@@ -159,11 +161,12 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
         import torch
 
         torch.set_num_threads(threads)
-        model, _ = model_store.load_model(checkpoint_dir)
+        on = model_store.executor_device(device)
+        model, _ = model_store.load_model(checkpoint_dir, on)
         representations = _item_representations(checkpoint_dir, model)
         # Item products in torch rather than numpy, so infer.torch_threads bounds them too (numpy's BLAS
-        # would take every core of the executor whatever the config says).
-        item_matrix = torch.from_numpy(representations)
+        # would take every core of the executor whatever the config says), and so they run on the GPU there is.
+        item_matrix = torch.from_numpy(representations).to(on)
         index = _ann_index(checkpoint_dir, representations, approximate["lists"]) if approximate else None
         for frame in frames:
             for start in range(0, len(frame), batch_size):
@@ -173,9 +176,9 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
                 medians = ([fu.user_median_price(u.purchased, items.price) for u in users]
                            if settings.price_band else None)
                 if index is None:
-                    queries = torch.from_numpy(vectors)
-                    best = fu.chunked_top_k(lambda lo, hi: (queries @ item_matrix[lo:hi].T).numpy(), items.n_items,
-                                            pool, settings.item_chunk,
+                    queries = torch.from_numpy(vectors).to(on)
+                    best = fu.chunked_top_k(lambda lo, hi: (queries @ item_matrix[lo:hi].T).cpu().numpy(),
+                                            items.n_items, pool, settings.item_chunk,
                                             fu.excluded_chunk_fn([u.purchased for u in users], items, settings,
                                                                  medians))
                 else:
@@ -270,13 +273,16 @@ def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str,
                 scope: str = "all") -> dict:
     """gold.recommendation_summary for one run from its recommendations (user_key, item_idx, reason_code)."""
     users = recs["user_key"].nunique()
-    with_category = recs.assign(category=recs["item_idx"].map(categories))
-    diversity = with_category.groupby("user_key").agg(n=("item_idx", "size"), c=("category", "nunique"))
+    lists = recs.groupby("user_key")["item_idx"].apply(lambda items: items.to_numpy())
+    item_categories = np.full(n_items + 1, None, dtype=object)
+    for idx, category in categories.items():
+        item_categories[idx] = category
+    diversity = category_diversity(lists.tolist(), item_categories, len(recs)) if users else None
     shares = recs["reason_code"].value_counts(normalize=True)
     return {
         "run_id": run_id, "model_version": model_version, "users_scored": int(users),
         "coverage": float(recs["item_idx"].nunique() / n_items) if n_items else 0.0,
-        "mean_category_diversity": float((diversity["c"] / diversity["n"]).mean()) if users else 0.0,
+        "mean_category_diversity": diversity if diversity is not None else 0.0,
         "reason_share": {code: float(shares.get(code, 0.0)) for code in fu.REASON_CODES},
         "scope": scope,
     }
@@ -304,11 +310,12 @@ def changed_users(ctx: RunContext, since: datetime) -> DataFrame:
 
 def current_recommendations(recommendations: DataFrame) -> DataFrame:
     """Each user's rows of the latest run that scored them (by run_date, then run_id, which starts with the
-    run's UTC start time): what the user sees now when incremental runs rescored only some users."""
-    latest = Window.partitionBy("user_key").orderBy(F.desc("run_date"), F.desc("run_id"))
-    runs = (recommendations.select("user_key", "run_date", "run_id").distinct()
-            .withColumn("_latest", F.row_number().over(latest)).where(F.col("_latest") == 1).drop("_latest"))
-    return recommendations.join(runs, ["user_key", "run_date", "run_id"], "left_semi")
+    run's UTC start time): what the user sees now when incremental runs rescored only some users. The query is
+    socialrec.io.lake_sql's, which the analyst notebook also runs without Spark."""
+    from socialrec.io.lake_sql import current_recommendations_sql
+
+    return recommendations.sparkSession.sql(current_recommendations_sql("{recommendations}"),
+                                            recommendations=recommendations)
 
 
 class FusionInputs(NamedTuple):
@@ -346,7 +353,7 @@ def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> Scorin
         histories = histories.join(social, "user_key", "left")
     udf = recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
                                infer["batch_size"], infer["torch_threads"], items, settings, as_of,
-                               conf["clean"]["event_types"], approximate_settings(infer))
+                               conf["clean"]["event_types"], approximate_settings(infer), infer.get("device", "cpu"))
     return ScoringInputs(histories, udf, items, model_info)
 
 

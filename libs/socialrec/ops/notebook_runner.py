@@ -1,10 +1,12 @@
 """Run a Databricks source-format notebook (`# Databricks notebook source`, cells separated by
-`# COMMAND ----------`) locally: every cell in one namespace that holds `spark` (socialrec's session), a
-`display` that prints, and no `dbutils` (so the widget shim reads env vars / defaults). After each cell, every
-open matplotlib figure is saved as PNG into the output folder and closed.
+`# COMMAND ----------`) locally: every cell in one namespace that holds `spark` (socialrec's session, or None
+with `--no-spark`), a `display` that prints, and no `dbutils` (so the widget shim reads env vars / defaults).
+After each cell, every open matplotlib figure is saved as PNG into the output folder and closed.
 
     python -m socialrec.ops.notebook_runner notebooks/analyst_recommendations.py --out /tmp/nb \\
         --param lake=/tmp/lake --param conf=conf/test.yml
+    python -m socialrec.ops.notebook_runner notebooks/analyst_recommendations.py --out /tmp/nb \\
+        --param lake=/tmp/lake --param engine=deltalake --no-spark     # no JVM started
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 HEADER = "# Databricks notebook source"
 SEPARATOR = "# COMMAND ----------"
+START_SPARK = "start"  # run_notebook's default `spark`: get (or build) socialrec's session
 
 
 def split_cells(text: str) -> list[str]:
@@ -67,10 +70,11 @@ def _display(obj, *args, **kwargs) -> None:
         print(obj)
 
 
-def run_notebook(path: str | Path, out_dir: str | Path, spark=None, params: dict | None = None,
+def run_notebook(path: str | Path, out_dir: str | Path, spark=START_SPARK, params: dict | None = None,
                  conf: dict | None = None, echo: bool = False) -> NotebookRun:
-    """Execute the notebook cell by cell; `params` become the widget shim's env vars for the run. A failing
-    cell raises with the cell number in the traceback's file name."""
+    """Execute the notebook cell by cell; `params` become the widget shim's env vars for the run. `spark`: a
+    session to use, None to run without Spark (the notebook's `spark` is None), or by default socialrec's
+    session for `conf`. A failing cell raises with the cell number in the traceback's file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +82,7 @@ def run_notebook(path: str | Path, out_dir: str | Path, spark=None, params: dict
 
     path, out_dir = Path(path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if spark is None:
+    if isinstance(spark, str) and spark == START_SPARK:
         from socialrec.config import load_config
         from socialrec.io.spark_session import get_spark
 
@@ -135,11 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the figures (PNG) and the cell output")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--conf", help="config for the Spark session (default conf/local.yml)")
+    parser.add_argument("--no-spark", action="store_true", help="start no Spark session: the notebook's "
+                        "`spark` is None (e.g. with --param engine=deltalake)")
     args = parser.parse_args(argv)
     from socialrec.config import load_config
 
     params = dict(pair.split("=", 1) for pair in args.param)
-    run = run_notebook(args.notebook, args.out, params=params, conf=load_config(args.conf), echo=True)
+    run = run_notebook(args.notebook, args.out, spark=None if args.no_spark else START_SPARK, params=params,
+                       conf=load_config(args.conf), echo=True)
     print(f"\n{run.cells_run} cells run; figures: " + ", ".join(str(p) for p in run.figures))
     return 0
 
