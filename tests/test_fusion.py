@@ -330,7 +330,7 @@ def test_summary_row():
 
     recs = pd.DataFrame({"user_key": ["a", "a", "b", "b"], "item_idx": [1, 2, 1, 3],
                          "reason_code": ["social_proof", "model", "model", "model"]})
-    row = summary_row(recs, {1: "x", 2: "x", 3: "y", 4: "y"}, 4, "r1", "v1")
+    row = summary_row(recs, np.array([None, "x", "x", "y", "y"], dtype=object), 4, "r1", "v1")
     assert row["users_scored"] == 2 and row["coverage"] == 0.75
     assert row["mean_category_diversity"] == pytest.approx((0.5 + 1.0) / 2)
     assert row["reason_share"]["model"] == 0.75 and row["reason_share"]["social_proof"] == 0.25

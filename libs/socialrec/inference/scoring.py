@@ -269,15 +269,12 @@ def friend_events(ctx: RunContext, histories, settings: fu.FusionSettings):
             .agg(F.collect_list(F.struct("friend_idx", "item_idx", "event_type", "ts")).alias("friend_events")))
 
 
-def summary_row(recs: pd.DataFrame, categories: dict, n_items: int, run_id: str, model_version: str,
+def summary_row(recs: pd.DataFrame, categories: np.ndarray, n_items: int, run_id: str, model_version: str,
                 scope: str = "all") -> dict:
     """gold.recommendation_summary for one run from its recommendations (user_key, item_idx, reason_code)."""
     users = recs["user_key"].nunique()
     lists = recs.groupby("user_key")["item_idx"].apply(lambda items: items.to_numpy())
-    item_categories = np.full(n_items + 1, None, dtype=object)
-    for idx, category in categories.items():
-        item_categories[idx] = category
-    diversity = category_diversity(lists.tolist(), item_categories, len(recs)) if users else None
+    diversity = category_diversity(lists.tolist(), categories, len(recs)) if users else None
     shares = recs["reason_code"].value_counts(normalize=True)
     return {
         "run_id": run_id, "model_version": model_version, "users_scored": int(users),
@@ -386,8 +383,7 @@ def recommend(ctx: RunContext) -> dict:
             raise RuntimeError(
                 f"gold.recommendations: {scored} of {expected} selected users ({scope}) in gold.user_sequences "
                 f"got recommendations (every selected user must be scored); e.g. missing: {missing}")
-        categories = {i: c for i, c in enumerate(items.category) if i > 0}
-        summary = summary_row(compact, categories, items.n_items, ctx.run_id, model_info["model_version"], scope)
+        summary = summary_row(compact, items.category, items.n_items, ctx.run_id, model_info["model_version"], scope)
         _commit_evolving(ctx, "gold.recommendations", recommendations, mode="overwrite", partition_by=["run_date"],
                          replace_where=f"run_id = '{ctx.run_id}'")
     finally:
