@@ -25,6 +25,21 @@ def spark(conf):
     session.stop()
 
 
+@pytest.fixture(autouse=True)
+def _release_finished_lakes():
+    """After each test, drop the Delta logs and cached frames of the lakes it made. Every test writes a lake of
+    its own, and Delta keeps a snapshot of each table it touched (up to an hour): over a whole suite in one
+    session that fills the driver's heap (old gen at 1.9 of 2 GB by the late tests, then GC storms; a CI run
+    stalled 41 min and lost its JVM)."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
+        session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
 @pytest.fixture()
 def lake_conf(conf, tmp_path):
     """The test configuration pointed at an empty lake of its own."""

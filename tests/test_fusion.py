@@ -98,6 +98,13 @@ def test_social_proof_counts_each_friend_once_with_time_decay():
     assert proof.loc[8, "friends"] == 1 and proof.loc[8, "social"] == pytest.approx(0.5)
 
 
+def test_social_proof_without_friend_events_and_lookup_of_absent_items():
+    assert fu.social_proof(np.zeros(0), np.zeros(0), np.zeros(0), AS_OF, 30.0).empty
+    values = fu.lookup(np.array([9, 2, 5]), np.array([0.9, 0.2, 0.5]), np.array([5, 7, 9, 2]), np.nan)
+    np.testing.assert_array_equal(values, [0.5, np.nan, 0.9, 0.2])
+    assert list(fu.lookup(np.zeros(0, np.int64), np.zeros(0, np.int64), np.array([1, 2]), 0)) == [0, 0]
+
+
 # --------------------------------------------------------------------------------------------------- rules
 def test_purchased_items_are_excluded_unless_their_category_repeats():
     items = catalogue()
@@ -150,6 +157,59 @@ def test_rule_ranked_lists_follow_the_cap_and_skip_excluded_items():
     shown = fu.rule_ranked(scores, catalogue().category, s, page=4, shown=8)
     # Best by score 1,2,3,...; item categories: shoes 1,2; books 3,4; toys 5,6; food 7,8.
     assert list(shown[0]) == [1, 3, 5, 7, 2, 4, 6]
+
+
+def test_mmr_hand_case_puts_a_near_duplicate_below_a_different_item():
+    # Candidates best first: 0 and 1 point the same way, 2 is orthogonal to both, 3 is the opposite of 0.
+    vectors = fu.unit_vectors(np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 3.0], [-1.0, 0.0]]))
+    relevance = np.array([1.0, 0.95, 0.6, 0.2])  # min-max: 1, 0.9375, 0.5, 0
+    assert list(fu.mmr_order(relevance, vectors, 4, 1.0)) == [0, 1, 2, 3]  # lambda 1: the score order
+    # lambda 0.5: after 0, item 2 gains 0.5*0.5 - 0; item 3 0.5*0 - 0 (opposite counts as unrelated, not as a
+    # bonus); item 1 0.5*0.9375 - 0.5*0.999 < 0, so the near-duplicate comes last.
+    assert list(fu.mmr_order(relevance, vectors, 4, 0.5)) == [0, 2, 3, 1]
+    assert list(fu.mmr_order(relevance, vectors, 2, 0.5)) == [0, 2, 1, 3]  # the rest keep their order
+    assert list(fu.mmr_order(relevance, vectors, 4, 0.9)) == [0, 1, 2, 3]  # a mild lambda keeps close calls
+    assert list(fu.mmr_order(np.full(4, 0.3), vectors, 4, 0.0)) == [0, 2, 3, 1]  # pure novelty, ties by rank
+
+
+@pytest.mark.parametrize("trade_off", [0.0, 0.3, 0.7, 0.99])
+def test_mmr_order_is_a_permutation_that_starts_with_the_best(trade_off):
+    rng = np.random.default_rng(7)
+    relevance = np.sort(rng.normal(size=40))[::-1]
+    order = fu.mmr_order(relevance, fu.unit_vectors(rng.normal(size=(40, 5))), 10, trade_off)
+    assert sorted(order) == list(range(40)) and order[0] == 0
+    assert list(order[10:]) == sorted(order[10:])
+
+
+def test_mmr_lambda_must_be_a_share():
+    assert fu.FusionSettings.from_conf({"mmr_lambda": 0.7}).mmr_lambda == 0.7
+    assert fu.FusionSettings.from_conf({}).mmr_lambda == 1.0 and not fu.FusionSettings.from_conf(
+        {"max_per_category": None}).reranks
+    with pytest.raises(ValueError, match=r"infer.mmr_lambda: expected a number in \[0, 1\]"):
+        fu.FusionSettings.from_conf({"mmr_lambda": 1.5})
+
+
+def test_mmr_diversifies_a_catalogue_without_categories_in_lists_and_in_evaluation():
+    items = catalogue(categories=(None,) * 8)
+    # Items 1-4 are near-duplicates of one another; 5-8 each point their own way.
+    vectors = np.zeros((9, 5))
+    vectors[1:5, 0] = 1.0
+    vectors[1:5, 1] = np.linspace(0.0, 0.1, 4)
+    vectors[5:9, 1:5] = np.eye(4)
+    vectors = fu.unit_vectors(vectors)
+    scores = np.arange(8, 0, -1.0)  # the model's order: 1, 2, ..., 8
+    user = fu.UserContext("u", history_items=np.array([8]), history_types=np.array(["view"]))
+    plain = settings(weights={**settings().weights, "pop": 0.0, "fresh": 0.0, "sentiment": 0.0})
+    mmr = settings(weights=plain.weights, mmr_lambda=0.5)
+    priors = fu.ItemPriors.build(items, AS_OF, plain)
+    kwargs = dict(pool_items=np.arange(1, 9), pool_scores=scores, mean=4.5, std=2.0, item_vectors=vectors)
+    assert list(fu.rank_user(user, items, priors, plain, 4, AS_OF, **kwargs)["item_idx"]) == [1, 2, 3, 4]
+    out = fu.rank_user(user, items, priors, mmr, 4, AS_OF, **kwargs)
+    assert list(out["item_idx"]) == [1, 5, 6, 7]  # one of the look-alikes, then the different items
+    assert out["reason"].notna().all() and (out["components"].map(len) == len(fu.COMPONENTS)).all()
+    dense = np.r_[-np.inf, scores][None, :]
+    assert list(fu.rule_ranked(dense, items.category, mmr, 4, 4, vectors)[0][:4]) == [1, 5, 6, 7]
+    assert list(fu.rule_ranked(dense, items.category, mmr, 4, 4)[0][:4]) == [1, 2, 3, 4]  # no vectors: no MMR
 
 
 def test_rank_user_applies_every_rule_and_the_cap():

@@ -44,13 +44,18 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
     ({name: shared value}: popularity vector, item-KNN matrix + settings, ALS item factors). With `fusion`
     ({items, settings, as_of, event_names, page}) also `fused`: the model's scores fused with social proof,
     sentiment, freshness and popularity, from friends' events before the user's test step only, and ranked as
-    recommendations are shown (pages of `page` items under infer.max_per_category)."""
+    recommendations are shown (MMR where infer.mmr_lambda < 1, pages of `page` items under
+    infer.max_per_category)."""
 
     def run(frames):
         import torch
 
         torch.set_num_threads(threads)
         models = {name: model_store.load_model(path)[0] for name, path in checkpoints.items()}
+        item_vectors = None
+        if fusion is not None and fusion["settings"].mmr_lambda < 1.0:
+            with torch.inference_mode():
+                item_vectors = fu.unit_vectors(models["model"].item_representations().float().numpy())
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 chunk = frame.iloc[start:start + batch_size]
@@ -80,9 +85,9 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                 for name, values in scores.items():
                     values = bl.mask_seen(np.array(values, dtype=np.float64), seen)
                     ranks = target_ranks(values, targets)
-                    if name == "fused" and fusion["settings"].max_per_category:
+                    if name == "fused" and fusion["settings"].reranks:
                         shown = fu.rule_ranked(values, fusion["items"].category, fusion["settings"],
-                                               fusion["page"], k)
+                                               fusion["page"], k, item_vectors)
                         out[name] = list_ranks(shown, targets, ranks).astype(np.int32)
                         out[f"{name}_top"] = [items[:k].astype(np.int32) for items in shown]
                     else:

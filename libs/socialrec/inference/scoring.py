@@ -168,6 +168,7 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
         # would take every core of the executor whatever the config says), and so they run on the GPU there is.
         item_matrix = torch.from_numpy(representations).to(on)
         index = _ann_index(checkpoint_dir, representations, approximate["lists"]) if approximate else None
+        item_vectors = fu.unit_vectors(representations) if settings.mmr_lambda < 1.0 else None
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 records = frame.iloc[start:start + batch_size].to_dict("records")
@@ -192,7 +193,8 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
                     ranked = fu.rank_user(
                         user, items, priors, settings, k, as_of, pool_items=best.items[row],
                         pool_scores=best.scores[row], mean=float(best.mean[row]), std=float(best.std[row]),
-                        model_scores_of=lambda ids, v=vectors[row]: representations[ids] @ v)
+                        model_scores_of=lambda ids, v=vectors[row]: representations[ids] @ v,
+                        item_vectors=item_vectors)
                     if len(ranked):
                         ranked.insert(0, "user_key", user.user_key)
                         ranked.insert(1, "rank", np.arange(1, len(ranked) + 1, dtype=np.int32))
