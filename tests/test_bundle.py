@@ -4,7 +4,6 @@ targets exist and every table of the Databricks config is a Unity Catalog name. 
 schema is not on PyPI, so no schema validation is done here; `databricks bundle validate` does it where the CLI
 is installed.)"""
 import re
-from pathlib import Path
 
 import pytest
 import yaml

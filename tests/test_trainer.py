@@ -17,7 +17,7 @@ from socialrec.config import deep_merge
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from socialrec.features.windows import build_inputs, pad_left
 from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoint
-from socialrec.train.trainer import FAULT_ENV, latest_checkpoint, train_recommender
+from socialrec.train.trainer import FAULT_ENV, epoch_line, latest_checkpoint, train_recommender
 
 N_ITEMS = 50
 MAX_HISTORY = 12  # short next to the catalogue: excluding seen items still leaves most of it to rank
@@ -137,6 +137,13 @@ def test_a_worker_killed_mid_epoch_is_survived(training, tmp_path, monkeypatch):
     survived = train_recommender(**problem, output_dir=str(tmp_path / "killed"))
     assert (tmp_path / "killed" / "fault-injected").is_file()  # the worker really died
     assert same_history(survived.history, uninterrupted.history)  # restarted from epoch 0's checkpoint
+
+
+def test_epoch_line_says_where_training_stands():
+    metrics = {"epoch": 4, "train_loss": 5.12345, "ndcg@10": 0.08761, "samples_per_second": 12345.6}
+    line = epoch_line(metrics, "ndcg@10", {"best": 0.09, "best_epoch": 2, "epochs_without_gain": 2}, 3)
+    assert line == ("epoch 4: loss 5.1235, ndcg@10 0.0876 (best 0.0900 at epoch 2; 2/3 without gain), "
+                    "12,346 samples/s")
 
 
 def test_resume_point_picks_the_variants_newest_checkpoint(tmp_path):

@@ -20,6 +20,9 @@ score is 0, `infer.fusion.cold_start_weights` override them):
              long tail over bestsellers the model already favours (more catalogue coverage and category
              diversity, docs/results.md); for users without history popularity is the signal, so their
              weight is positive.
+
+Then the shown order: maximal marginal relevance on the model's item vectors (`infer.mmr_lambda`) and the
+category cap (`infer.max_per_category`) re-rank the best candidates (`reranked`), in scoring and in evaluation.
 """
 from __future__ import annotations
 

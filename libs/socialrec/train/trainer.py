@@ -263,6 +263,8 @@ def train_worker(config: dict) -> None:
             early = {"best": metrics[score_name], "best_epoch": epoch, "epochs_without_gain": 0}
         else:
             early["epochs_without_gain"] += 1
+        if rank == 0:  # Ray forwards worker output to the driver's console: one line per epoch for whoever watches
+            print(epoch_line(metrics, score_name, early, train_conf["patience"]), flush=True)
 
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
@@ -276,6 +278,13 @@ def train_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if early["epochs_without_gain"] >= train_conf["patience"]:
             break
+
+
+def epoch_line(metrics: dict, score_name: str, early: dict, patience: int) -> str:
+    """The progress line of one finished epoch: loss, validation score, best so far and early-stopping state."""
+    return (f"epoch {metrics['epoch']}: loss {metrics['train_loss']:.4f}, {score_name} {metrics[score_name]:.4f} "
+            f"(best {early['best']:.4f} at epoch {early['best_epoch']}; {early['epochs_without_gain']}/{patience} "
+            f"without gain), {metrics['samples_per_second']:,.0f} samples/s")
 
 
 def restore(model: SocialSequenceRecommender, checkpoint: Checkpoint | None) -> tuple[dict | None, list[dict]]:
