@@ -68,7 +68,9 @@ def training(conf, tmp_path_factory):
     text[0] = text[::7] = 0
     problem = {"conf": conf, "train_files": train_files, "valid_inputs": valid_inputs,
                "valid_targets": valid_targets, "n_items": N_ITEMS, "text_embeddings": text}
-    result = train_recommender(**problem, output_dir=str(root / "uninterrupted"))
+    lines: list[str] = []
+    result = train_recommender(**problem, output_dir=str(root / "uninterrupted"), progress=lines.append)
+    result.progress_lines = lines
     return problem, result, root
 
 
@@ -88,6 +90,9 @@ def test_ray_petastorm_training_learns_and_exports_the_best_epoch(training):
     ndcg = [entry["ndcg@10"] for entry in result.history]
     assert ndcg[result.best_epoch] == max(ndcg)  # ties between epochs may resolve to either
     assert result.samples_per_second > 0 and result.seconds > 0
+    # One progress line per epoch reached the driver, with that epoch's validation score.
+    assert [line.split(":")[0] for line in result.progress_lines] == [f"epoch {epoch}" for epoch in epochs]
+    assert all(f"ndcg@10 {entry['ndcg@10']:.4f}" in line for entry, line in zip(result.history, result.progress_lines))
 
     untrained = SocialSequenceRecommender(conf["model"], N_ITEMS, conf["features"]["max_seq_len"], text).eval()
     model, meta = load_checkpoint(result.checkpoint_dir)

@@ -95,6 +95,7 @@ def train(ctx: RunContext) -> dict:
                 variant_conf, train_files, valid_inputs, valid["valid_item"].to_numpy(np.int64), n_items,
                 text if variant_conf["model"]["use_text"] else None, str(output_dir), item_counts=counts,
                 resume_from=resume_from,
+                progress=(lambda line, name=name: ctx.progress(f"  {name} {line}")) if ctx.progress else None,
             )
         best = result.history[result.best_epoch] if result.history else {}
         published[name] = result.checkpoint_dir

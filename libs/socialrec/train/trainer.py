@@ -13,9 +13,11 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +53,12 @@ class TrainResult:
 def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str, np.ndarray],
                       valid_targets: np.ndarray, n_items: int, text_embeddings: np.ndarray | None,
                       output_dir: str, item_counts: np.ndarray | None = None,
-                      resume_from: str | None = None) -> TrainResult:
+                      resume_from: str | None = None, progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train on the Parquet files of one gold.train_examples snapshot; validate on `valid_inputs` windows
     (build_inputs output) against `valid_targets` (item ids, 0 = skip the user). `item_counts` (training
     interactions per item id) shape the sampled softmax's proposal; `resume_from` is a checkpoint directory
-    written by an earlier, interrupted run (see latest_checkpoint) to continue from."""
+    written by an earlier, interrupted run (see latest_checkpoint) to continue from; `progress` gets one line per
+    finished epoch (`epoch_line`), sent by rank 0 through a Ray queue, so it reaches the driver from any node."""
     train_conf = conf["train"]
     if not train_files:
         raise ValueError("no training files: gold.train_examples has an empty snapshot")
@@ -65,6 +68,7 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
     if resume_from and is_finished(resume_from, train_conf):
         raise ValueError(f"nothing to resume: {resume_from} is the end of a finished training run")
     release_ray = connect_ray(train_conf)
+    epochs = EpochLines(progress) if progress else None
     try:
         rows = sum(read_parquet_metadata(url).num_rows for url in urls)
         steps_per_epoch = math.ceil(rows / train_conf["num_workers"] / train_conf["batch_size"])
@@ -78,6 +82,7 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
                 "counts_ref": ray.put(item_counts),
                 "resume_from": str(resume_from) if resume_from else None,
                 "fault": fault_plan(output_dir),
+                "progress_queue": epochs.queue if epochs else None,
             },
             scaling_config=ScalingConfig(num_workers=train_conf["num_workers"], use_gpu=train_conf["use_gpu"],
                                          resources_per_worker={"CPU": train_conf["cpus_per_worker"]}),
@@ -106,6 +111,8 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
         with result.checkpoint.as_directory() as directory:
             history = json.loads((Path(directory) / HISTORY_FILE).read_text())
     finally:
+        if epochs:
+            epochs.close()
         if release_ray:
             release_ray()
     train_seconds = sum(epoch["train_seconds"] for epoch in history)
@@ -263,8 +270,8 @@ def train_worker(config: dict) -> None:
             early = {"best": metrics[score_name], "best_epoch": epoch, "epochs_without_gain": 0}
         else:
             early["epochs_without_gain"] += 1
-        if rank == 0:  # Ray forwards worker output to the driver's console: one line per epoch for whoever watches
-            print(epoch_line(metrics, score_name, early, train_conf["patience"]), flush=True)
+        if rank == 0 and config.get("progress_queue") is not None:
+            config["progress_queue"].put(epoch_line(metrics, score_name, early, train_conf["patience"]))
 
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
@@ -278,6 +285,33 @@ def train_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if early["epochs_without_gain"] >= train_conf["patience"]:
             break
+
+
+class EpochLines:
+    """Relays the epoch lines rank 0 puts on a Ray queue to `progress` on the driver, from a thread that runs
+    while fit() blocks."""
+
+    def __init__(self, progress: Callable[[str], None]):
+        from ray.util.queue import Queue
+
+        self.queue, self.progress = Queue(), progress
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._relay, name="epoch-lines", daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        from ray.util.queue import Empty
+
+        while not (self.stopped.is_set() and self.queue.empty()):
+            try:
+                self.progress(self.queue.get(timeout=0.5))
+            except Empty:
+                continue
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.queue.shutdown()
 
 
 def epoch_line(metrics: dict, score_name: str, early: dict, patience: int) -> str:
