@@ -345,7 +345,9 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, n: int, trade_off: flo
         best = int(np.argmax(gain))  # ties go to the better-ranked candidate
         picked.append(best)
         available[best] = False
-        closest = np.maximum(closest, vectors @ vectors[best])
+        # einsum, not BLAS: a 200 x 64 product is too small for threads, and a busy executor's BLAS threads made
+        # this one product most of a list's time (benchmarks/rank_user_latency.py).
+        closest = np.maximum(closest, np.einsum("ij,j->i", vectors, vectors[best]))
     return np.concatenate([np.asarray(picked, dtype=np.int64), np.nonzero(available)[0]])
 
 
