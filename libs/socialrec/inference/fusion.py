@@ -88,7 +88,7 @@ class FusionSettings:
             item_chunk=int(infer.get("item_chunk", defaults.item_chunk)),
             candidate_pool=int(infer.get("candidate_pool", defaults.candidate_pool)),
             max_per_category=infer.get("max_per_category", defaults.max_per_category),
-            mmr_lambda=mmr_lambda(infer.get("mmr_lambda", defaults.mmr_lambda)),
+            mmr_lambda=checked_mmr_lambda(infer.get("mmr_lambda", defaults.mmr_lambda)),
             exclude_purchased=bool(infer.get("exclude_purchased", True)),
             repeat_purchase_categories=tuple(infer.get("repeat_purchase_categories") or ()),
             blocked_items=tuple(str(item) for item in (infer.get("blocked_items") or ())),
@@ -97,7 +97,7 @@ class FusionSettings:
         )
 
 
-def mmr_lambda(value) -> float:
+def checked_mmr_lambda(value) -> float:
     value = 1.0 if value is None else float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"infer.mmr_lambda: expected a number in [0, 1] (1 turns MMR off), got {value}")
@@ -397,12 +397,9 @@ def rule_ranked(scores: np.ndarray, categories: np.ndarray, settings: FusionSett
     pool = max(settings.candidate_pool, shown)
     best, values = top_k(np.asarray(scores, dtype=np.float64), pool)
     categories = np.asarray(categories, dtype=object)
-    lists = []
-    for items, row_values in zip(best, values):
-        finite = np.isfinite(row_values)
-        items = reranked(items[finite], row_values[finite], categories, settings, page, shown, item_vectors)
-        lists.append(items)
-    return lists
+    finite = np.isfinite(values)
+    return [reranked(items[keep], row_values[keep], categories, settings, page, shown, item_vectors)
+            for items, row_values, keep in zip(best, values, finite)]
 
 
 def reranked(items: np.ndarray, scores: np.ndarray, categories: np.ndarray, settings: FusionSettings, page: int,
