@@ -2,6 +2,10 @@
 arithmetic limit of its item products, and the approximate (IVF) top-K against exact.
 
     .venv/bin/python benchmarks/scoring_throughput.py --users 2000 --items 20000 [--threads 1] [--work DIR]
+    .venv/bin/python benchmarks/scoring_throughput.py --trained-lake LAKE [--conf conf/realdata.yml]
+
+The second form measures only the approximate index, on a lake whose train stage has run: the trained model's
+item vectors and the user vectors of (up to --trained-users of) its users, against exact top-K.
 
 The lake comes from the synthetic generator (generate -> ingest -> clean -> features, in a subprocess on the
 configured local[N]); the model is an untrained one of the configured size (throughput does not depend on the
@@ -100,6 +104,38 @@ def clustered(n: int, dim: int, clusters: int, queries: int, seed: int = 0) -> t
     return np.vstack([np.zeros((1, dim)), items]).astype(np.float32), users.astype(np.float32)
 
 
+def print_index_figures(name: str, figures: dict, built: float, lists: int, pool: int) -> None:
+    print(f"IVF on {name}: lists {lists}, build {built:.1f}s; exact top-{pool}: the job's path "
+          f"{figures['job_exact']:.2f}s, torch matmul + topk {figures['torch_exact']:.2f}s")
+    for p, at in figures["probes"].items():
+        print(f"  probes {p}: recall@10 {at['recall@10']:.3f}, recall@{pool} {at['recall@pool']:.3f}, "
+              f"{at['seconds']:.2f}s: speed-up {figures['job_exact'] / at['seconds']:.1f}x vs the job's exact path,"
+              f" {figures['torch_exact'] / at['seconds']:.1f}x vs torch matmul + topk")
+
+
+def trained_index(conf_path: str, lake: str, users: int, threads: int, lists: int | None) -> None:
+    """The index on what it is for: a trained model's item vectors (which cluster) and its users' vectors."""
+    from socialrec.pipeline import make_context
+
+    conf = deep_merge(load_config(conf_path), {"lake": {"root": lake}})
+    ctx = make_context(conf, lake)
+    inputs = scoring.scoring_inputs(ctx)
+    records = inputs.histories.limit(users).toPandas().to_dict("records")
+    ctx.spark.stop()
+    torch.set_num_threads(threads)
+    checkpoint = inputs.model_info["checkpoint"]
+    model, _ = model_store.load_model(checkpoint)
+    representations = scoring._item_representations(checkpoint, model)
+    n_items, batch, pool = len(representations) - 1, conf["infer"]["batch_size"], conf["infer"]["candidate_pool"]
+    vectors = np.vstack([scoring._user_vectors(model, records[lo:lo + batch], conf["features"]["max_seq_len"])
+                         for lo in range(0, len(records), batch)])
+    built, index = timed(lambda: ann.build(representations[1:], np.arange(1, n_items + 1), lists))
+    figures = retrieval(vectors, representations, pool, batch, conf["infer"]["item_chunk"], index,
+                        [p for p in (4, 8, 16, 32, 64) if p < index.lists] + [index.lists])
+    print_index_figures(f"the trained model's {n_items:,} item vectors ({inputs.model_info['model_version']}), "
+                        f"{len(records):,} users", figures, built, index.lists, pool)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=2000)
@@ -111,7 +147,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/socialrec-bench-scoring")
     parser.add_argument("--conf", default=str(PROJECT_ROOT / "conf" / "local.yml"))
     parser.add_argument("--reuse-lake", action="store_true", help="score the lake an earlier run left in --work")
+    parser.add_argument("--trained-lake", help="only measure the index on this lake's trained model")
+    parser.add_argument("--trained-users", type=int, default=2000)
     args = parser.parse_args()
+    if args.trained_lake:
+        trained_index(args.conf, args.trained_lake, args.trained_users, args.threads, args.lists)
+        return
 
     work = Path(args.work)
     if not (args.reuse_lake and (work / "lake" / "gold").is_dir()):
@@ -185,12 +226,8 @@ def main() -> None:
             (f"the model's {n_items:,} item vectors (untrained: no clusters), {users:,} users", own, build_seconds,
              index.lists),
             (f"{args.ann_items:,} clustered vectors x {dim}, 2,048 users", big, big_build, big_index.lists)):
-        print(f"IVF on {name}: lists {lists}, build {built:.1f}s; exact top-{pool}: the job's path "
-              f"{figures['job_exact']:.2f}s, torch matmul + topk {figures['torch_exact']:.2f}s")
-        for p, at in figures["probes"].items():
-            print(f"  probes {p}: recall@10 {at['recall@10']:.3f}, recall@{pool} {at['recall@pool']:.3f}, "
-                  f"{at['seconds']:.2f}s: speed-up {figures['job_exact'] / at['seconds']:.1f}x vs the job's exact path,"
-                  f" {figures['torch_exact'] / at['seconds']:.1f}x vs torch matmul + topk")
+        print_index_figures(name, figures, built, lists, pool)
+
 
 if __name__ == "__main__":
     main()

@@ -55,3 +55,11 @@ def test_category_diversity():
     assert category_diversity(lists, categories, 10) == pytest.approx((0.75 + 0.5) / 2)
     assert category_diversity(lists, categories, 2) == pytest.approx((0.5 + 0.5) / 2)
     assert category_diversity(lists, np.full(6, None, dtype=object), 10) is None
+
+
+def test_ranking_batches_shrink_on_large_catalogues():
+    from socialrec.evaluation.evaluate import users_per_batch
+
+    assert users_per_batch(512, 1_500, 20_000_000) == 512  # small catalogue: the configured batch
+    assert users_per_batch(512, 105_114, 20_000_000) == 190  # Ciao: 190 x 105,115 scores <= 20M per matrix
+    assert users_per_batch(512, 50_000_000, 20_000_000) == 1  # never zero users

@@ -98,6 +98,13 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
     return run
 
 
+def users_per_batch(batch_size: int, n_items: int, max_cells: int) -> int:
+    """Users ranked together: the configured batch, or fewer where one [users, catalogue] score matrix (one per
+    model and baseline, float64) would exceed `max_cells` entries: 512 users x Ciao's 105k items is 430 MB a
+    matrix, and with every baseline and two tasks that outgrew a 24 GiB machine."""
+    return max(1, min(batch_size, max_cells // (n_items + 1)))
+
+
 def before_test_step(record: dict) -> dict:
     """The user's history and friends' events as they stood just before the test step."""
     test_ts = record["ts"][-1]
@@ -195,7 +202,8 @@ def evaluate(ctx: RunContext) -> dict:
     try:
         ranks = users.mapInPandas(
             rank_partitions(checkpoints, shared, conf["features"]["max_seq_len"],
-                            conf["infer"]["batch_size"], conf["infer"]["torch_threads"], max(ks), fusion),
+                            users_per_batch(conf["infer"]["batch_size"], n_items, int(settings["max_batch_cells"])),
+                            conf["infer"]["torch_threads"], max(ks), fusion),
             schema,
         ).toPandas()
     finally:

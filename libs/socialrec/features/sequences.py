@@ -73,7 +73,7 @@ def item_index(events: DataFrame, items: DataFrame | None) -> DataFrame:
     indexed = next_ids(ids, "item_id", "item_idx", None)
     if items is None:
         return indexed.withColumn("category", F.lit(None).cast("string")).withColumn("has_text", F.lit(False))
-    has_text = F.coalesce(F.col("title").isNotNull() | F.col("description").isNotNull(), F.lit(False))
+    has_text = F.coalesce(describes_item(), F.lit(False))
     catalogue = items.select("item_id", "category", has_text.alias("has_text"))
     return indexed.join(catalogue, "item_id", "left").fillna({"has_text": False})
 
@@ -182,13 +182,19 @@ def train_examples(histories: DataFrame, conf: dict) -> DataFrame:
     )
 
 
+def describes_item():
+    """An item has text when the catalogue gives it a title, a description or a category: a category alone
+    (Ciao's and Epinions' catalogues) still places a new item among its kind for the encoder."""
+    return F.col("title").isNotNull() | F.col("description").isNotNull() | F.col("category").isNotNull()
+
+
 def item_text(index: DataFrame, items: DataFrame | None) -> DataFrame | None:
-    """Title, description and category as one passage; items with no text are absent, never made up."""
+    """Title, description and category as one passage; items with none of them are absent, never made up."""
     if items is None:
         return None
     text = F.concat_ws(". ", "title", "description", F.when(F.col("category").isNotNull(),
                                                              F.concat(F.lit("Category: "), "category")))
-    return (items.where(F.col("title").isNotNull() | F.col("description").isNotNull())
+    return (items.where(describes_item())
             .join(index.select("item_id", "item_idx"), "item_id")
             .select("item_idx", "item_id", text.alias("text")))
 

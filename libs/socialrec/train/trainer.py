@@ -300,13 +300,17 @@ class EpochLines:
         self.thread.start()
 
     def _relay(self) -> None:
+        from ray.exceptions import RayActorError
         from ray.util.queue import Empty
 
-        while not (self.stopped.is_set() and self.queue.empty()):
-            try:
-                self.progress(self.queue.get(timeout=0.5))
-            except Empty:
-                continue
+        try:
+            while not (self.stopped.is_set() and self.queue.empty()):
+                try:
+                    self.progress(self.queue.get(timeout=0.5))
+                except Empty:
+                    continue
+        except RayActorError:  # the queue died with the Ray cluster: fit() reports that failure, not this thread
+            return
 
     def close(self) -> None:
         self.stopped.set()
