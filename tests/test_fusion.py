@@ -142,6 +142,29 @@ def test_category_cap_with_greedy_rerank_and_fill():
     assert list(fu.diversify(categories, 3, None)) == [0, 1, 2]
 
 
+def test_calibrated_caps_follow_the_users_own_category_shares():
+    s = settings(max_per_category=2, calibrated_cap=True)
+    history = np.array(["dvd"] * 8 + ["book", "book", None], dtype=object)  # unknown categories count for nothing
+    assert fu.category_caps(history, 10, s) == {"dvd": 8}  # 8 of 10 known; books' 2 is no raise
+    assert fu.category_caps(np.array(["dvd", "book", "toy"], dtype=object), 10, s) == {
+        "dvd": 4, "book": 4, "toy": 4}  # ceil(10/3)
+    assert fu.category_caps(np.array([None], dtype=object), 10, s) == {}
+    assert fu.category_caps(history, 10, settings(max_per_category=2, calibrated_cap=False)) == {}
+    assert fu.category_caps(history, 10, settings(max_per_category=None, calibrated_cap=True)) == {}
+    categories = np.array(["dvd", "dvd", "dvd", "book", "dvd"], dtype=object)
+    assert list(fu.diversify(categories, 4, 1)) == [0, 3, 1, 2]
+    assert list(fu.diversify(categories, 4, 1, {"dvd": 3})) == [0, 1, 2, 3]
+
+
+def test_rule_ranked_calibrates_the_cap_to_each_rows_history():
+    scores = np.array([[-np.inf, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]] * 2)
+    s = settings(max_per_category=1, candidate_pool=8, calibrated_cap=True)
+    histories = [np.array([1, 2, 1]), np.array([1, 3, 5, 7])]  # all shoes; one of each category
+    shown = fu.rule_ranked(scores, catalogue().category, s, page=4, shown=4, histories=histories)
+    assert list(shown[0][:4]) == [1, 2, 3, 5]  # shoes may take the whole page (only two exist)
+    assert list(shown[1][:4]) == [1, 3, 5, 7]  # a broad user keeps the plain cap
+
+
 def test_shown_order_diversifies_each_page_among_the_candidates_left():
     categories = np.array(["a", "a", "a", "b", "a", "c", "a", "b"], dtype=object)
     # Page 1 (3 items, at most 1 per category): a, b, c; page 2 from what is left: a, b, then the best skipped a.
@@ -218,10 +241,15 @@ def test_rank_user_applies_every_rule_and_the_cap():
     user = fu.UserContext("u", history_items=np.array([1, 3]), history_types=np.array(["view", "purchase"]),
                           purchased=np.array([3]))
     pool = np.array([8, 3, 1, 2, 4, 5, 6, 7])  # the model's best first
-    out = fu.rank_user(user, items, priors, settings(max_per_category=1), 4, AS_OF,
+    plain_cap = settings(max_per_category=1, calibrated_cap=False)
+    out = fu.rank_user(user, items, priors, plain_cap, 4, AS_OF,
                        pool_items=pool, pool_scores=np.arange(8, 0, -1.0), mean=4.5, std=2.0)
     assert list(out["item_idx"]) == [1, 4, 5, 7]  # 8 blocked, 3 bought, 2 second shoe, 6 second toy
     assert out["score"].is_monotonic_decreasing
+    # Calibrated: half of this user's history is shoes, so shoes may take ceil(4 * 1/2) = 2 of the 4 places.
+    out = fu.rank_user(user, items, priors, settings(max_per_category=1, calibrated_cap=True), 4, AS_OF,
+                       pool_items=pool, pool_scores=np.arange(8, 0, -1.0), mean=4.5, std=2.0)
+    assert list(out["item_idx"]) == [1, 2, 4, 5]
 
 
 # ------------------------------------------------------------------------------------- fusion + explanations

@@ -87,7 +87,7 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                     ranks = target_ranks(values, targets)
                     if name == "fused" and fusion["settings"].reranks:
                         shown = fu.rule_ranked(values, fusion["items"].category, fusion["settings"],
-                                               fusion["page"], k, item_vectors)
+                                               fusion["page"], k, item_vectors, seen)
                         out[name] = list_ranks(shown, targets, ranks).astype(np.int32)
                         out[f"{name}_top"] = [items[:k].astype(np.int32) for items in shown]
                     else:

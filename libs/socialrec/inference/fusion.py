@@ -52,6 +52,7 @@ class FusionSettings:
     item_chunk: int = 4096
     candidate_pool: int = 200
     max_per_category: int | None = 5
+    calibrated_cap: bool = False
     mmr_lambda: float = 1.0
     exclude_purchased: bool = True
     repeat_purchase_categories: tuple = ()
@@ -88,6 +89,7 @@ class FusionSettings:
             item_chunk=int(infer.get("item_chunk", defaults.item_chunk)),
             candidate_pool=int(infer.get("candidate_pool", defaults.candidate_pool)),
             max_per_category=infer.get("max_per_category", defaults.max_per_category),
+            calibrated_cap=bool(infer.get("calibrated_cap", defaults.calibrated_cap)),
             mmr_lambda=checked_mmr_lambda(infer.get("mmr_lambda", defaults.mmr_lambda)),
             exclude_purchased=bool(infer.get("exclude_purchased", True)),
             repeat_purchase_categories=tuple(infer.get("repeat_purchase_categories") or ()),
@@ -351,19 +353,39 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, n: int, trade_off: flo
     return np.concatenate([np.asarray(picked, dtype=np.int64), np.nonzero(available)[0]])
 
 
-def diversify(categories: np.ndarray, k: int, max_per_category: int | None) -> np.ndarray:
+def category_caps(history_categories, page: int, settings: FusionSettings) -> dict:
+    """Per-user caps above `max_per_category` (calibrated diversity, after Steck 2018): with
+    `infer.calibrated_cap` a category may take as many places of a page as its share of the user's own history
+    (rounded up), so a user who only ever rated DVDs is not pushed off DVDs, while a broad user keeps the plain
+    cap. Unknown categories count for nothing. Returns {category: cap} for the raised categories only."""
+    if not (settings.max_per_category and settings.calibrated_cap):
+        return {}
+    known = [c for c in history_categories if known_category(c)]
+    if not known:
+        return {}
+    names, counts = np.unique(np.asarray(known, dtype=object), return_counts=True)
+    caps = np.ceil(page * counts / len(known)).astype(int)
+    return {name: int(cap) for name, cap in zip(names, caps) if cap > settings.max_per_category}
+
+
+def known_category(category) -> bool:
+    return category is not None and not (isinstance(category, float) and np.isnan(category))
+
+
+def diversify(categories: np.ndarray, k: int, max_per_category: int | None, caps: dict | None = None) -> np.ndarray:
     """Greedy re-rank of candidates already sorted best first: take each next candidate unless its category
-    already has `max_per_category` picks (unknown categories are never capped). When the cap leaves fewer than
-    k, the best skipped candidates fill the remaining places (so a user still gets k items if k exist).
-    Returns positions into the candidate list, in final rank order."""
+    already has `max_per_category` picks (or its raised cap in `caps`; unknown categories are never capped).
+    When the cap leaves fewer than k, the best skipped candidates fill the remaining places (so a user still
+    gets k items if k exist). Returns positions into the candidate list, in final rank order."""
     if not max_per_category:
         return np.arange(min(k, len(categories)))
+    caps = caps or {}
     picked, skipped, used = [], [], {}
     for position, category in enumerate(categories):
         if len(picked) == k:
             break
-        if category is not None and not (isinstance(category, float) and np.isnan(category)):
-            if used.get(category, 0) >= max_per_category:
+        if known_category(category):
+            if used.get(category, 0) >= caps.get(category, max_per_category):
                 skipped.append(position)
                 continue
             used[category] = used.get(category, 0) + 1
@@ -372,7 +394,8 @@ def diversify(categories: np.ndarray, k: int, max_per_category: int | None) -> n
     return np.asarray(picked, dtype=np.int64)
 
 
-def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category: int | None) -> np.ndarray:
+def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category: int | None,
+                caps: dict | None = None) -> np.ndarray:
     """Positions into a best-first candidate list in the order a user paging through lists of `page` items sees
     them: each page is `diversify`d among the candidates still left, up to `shown` positions; the rest keep their
     order. With shown == page this is the single list recommendations store."""
@@ -381,7 +404,7 @@ def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category:
     picked: list[np.ndarray] = []
     count = 0
     while count < shown and len(remaining):
-        taken = remaining[diversify(categories[remaining], min(page, shown - count), max_per_category)]
+        taken = remaining[diversify(categories[remaining], min(page, shown - count), max_per_category, caps)]
         picked.append(taken)
         count += len(taken)
         remaining = remaining[~np.isin(remaining, taken)]
@@ -389,26 +412,29 @@ def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category:
 
 
 def rule_ranked(scores: np.ndarray, categories: np.ndarray, settings: FusionSettings, page: int, shown: int,
-                item_vectors: np.ndarray | None = None) -> list[np.ndarray]:
+                item_vectors: np.ndarray | None = None, histories: list | None = None) -> list[np.ndarray]:
     """Per row of dense scores [B, n_items + 1] (excluded items already -inf), the `candidate_pool` best items in
     the order recommendations show them (MMR on `item_vectors` where infer.mmr_lambda < 1, then pages of `page`
-    items under the category cap, up to `shown` positions), so an evaluation ranks what users are actually
-    shown rather than the raw fused order."""
+    items under the category cap, calibrated to each row's history items in `histories`, up to `shown`
+    positions), so an evaluation ranks what users are actually shown rather than the raw fused order."""
     pool = max(settings.candidate_pool, shown)
     best, values = top_k(np.asarray(scores, dtype=np.float64), pool)
     categories = np.asarray(categories, dtype=object)
     finite = np.isfinite(values)
-    return [reranked(items[keep], row_values[keep], categories, settings, page, shown, item_vectors)
-            for items, row_values, keep in zip(best, values, finite)]
+    histories = histories if histories is not None else [np.zeros(0, np.int64)] * len(best)
+    return [reranked(items[keep], row_values[keep], categories, settings, page, shown, item_vectors,
+                     category_caps(categories[np.asarray(history, dtype=np.int64)], page, settings))
+            for items, row_values, keep, history in zip(best, values, finite, histories)]
 
 
 def reranked(items: np.ndarray, scores: np.ndarray, categories: np.ndarray, settings: FusionSettings, page: int,
-             shown: int, item_vectors: np.ndarray | None) -> np.ndarray:
+             shown: int, item_vectors: np.ndarray | None, caps: dict | None = None) -> np.ndarray:
     """Candidates sorted best first, in the order they are shown: MMR (when configured and item vectors exist),
-    then the category cap per page of `page` items, up to `shown` positions; the rest keep their order."""
+    then the category cap (raised per category by `caps`) per page of `page` items, up to `shown` positions;
+    the rest keep their order."""
     if item_vectors is not None and settings.mmr_lambda < 1.0:
         items = items[mmr_order(scores, item_vectors[items], shown, settings.mmr_lambda)]
-    return items[shown_order(categories[items], page, shown, settings.max_per_category)]
+    return items[shown_order(categories[items], page, shown, settings.max_per_category, caps)]
 
 
 def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int) -> np.ndarray:
@@ -520,8 +546,9 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
     final = np.sum([weighted[name] for name in COMPONENTS], axis=0)
 
     order = np.argsort(-final, kind="stable")
+    caps = category_caps(items.category[np.asarray(user.history_items, dtype=np.int64)], k, settings)
     order = reranked(order, final[order], items.category[candidates], settings, k, k,
-                     None if item_vectors is None else item_vectors[candidates])[:k]
+                     None if item_vectors is None else item_vectors[candidates], caps)[:k]
     rows = []
     for position in order:
         item = int(candidates[position])
