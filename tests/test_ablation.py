@@ -7,7 +7,7 @@ import pytest
 from conftest_pipeline import pipeline_lake  # noqa: F401  (the shared session fixture)
 from socialrec.cli import main
 from socialrec.config import deep_merge
-from socialrec.evaluation.ablation import ablation_conf, ablation_markdown, stages_to_run
+from socialrec.evaluation.ablation import ablation_conf, ablation_markdown, data_label, stages_to_run
 
 ABLATIONS = {"no_social": {"use_social": False}, "no_text": {"use_text": False}}
 
@@ -35,6 +35,13 @@ def test_ablations_become_training_variants_beside_the_configured_ones(conf):
     assert "infer" not in stages_to_run(merged, source=None)
 
 
+def test_the_table_names_what_it_was_computed_on(conf):
+    lake = {**conf, "lake": {**conf["lake"], "root": "/data/lake"}}
+    assert data_label("/data/ciao", ["ingest", "train"], lake) == "/data/ciao"
+    assert data_label(None, ["generate", "ingest"], lake) == "synthetic"
+    assert data_label(None, ["train", "evaluate"], lake) == "the lake /data/lake"  # gold built by an earlier run
+
+
 @pytest.mark.slow
 def test_ablate_command_trains_and_evaluates_each_variant(pipeline_lake, tmp_path, capsys):
     conf, _ = pipeline_lake
@@ -49,4 +56,5 @@ def test_ablate_command_trains_and_evaluates_each_variant(pipeline_lake, tmp_pat
     assert next((tmp_path / "out").glob("ablation-*.png")).stat().st_size > 5000
     names = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ")][1:]
     assert names == ["**model** (full)", "no_social", "sasrec", "fused", "popularity"]
+    assert markdown.startswith(f"Ablation on `the lake {lake}`")
     assert markdown in out

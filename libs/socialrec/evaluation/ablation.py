@@ -67,17 +67,26 @@ def plot_ablation(metrics: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
+def data_label(source: str | None, stages: list[str], conf: dict) -> str:
+    """What the table was computed on: the source folder, the synthetic generator, or the lake whose gold
+    tables an earlier run built (then no source is given)."""
+    if source:
+        return source
+    return "synthetic" if "generate" in stages else f"the lake {conf['lake']['root']}"
+
+
 def run_ablation(conf: dict, source: str | None = None, out_dir: str | None = None,
                  progress: Callable[[str], None] = print) -> dict:
     """Train every ablation beside the model and the baselines; return {markdown, plot, run_id, metrics}."""
     from socialrec.pipeline import run_pipeline
 
     conf = ablation_conf(conf)
-    report = run_pipeline(conf, source=source, stages=stages_to_run(conf, source), progress=progress)
+    stages = stages_to_run(conf, source)
+    report = run_pipeline(conf, source=source, stages=stages, progress=progress)
     out = Path(out_dir or Path(conf["lake"]["root"]) / conf["lake"]["reports_dir"])
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / f"ablation-{report.run_id}.md"
-    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], source or "synthetic"))
+    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], data_label(source, stages, conf)))
     plot = out / f"ablation-{report.run_id}.png"
     plot_ablation(report.metrics, plot)
     return {"run_id": report.run_id, "markdown": str(markdown), "plot": str(plot), "metrics": report.metrics}
