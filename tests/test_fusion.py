@@ -144,13 +144,14 @@ def test_category_cap_with_greedy_rerank_and_fill():
 
 def test_calibrated_caps_follow_the_users_own_category_shares():
     s = settings(max_per_category=2, calibrated_cap=True)
-    history = np.array(["dvd"] * 8 + ["book", "book", None], dtype=object)  # unknown categories count for nothing
-    assert fu.category_caps(history, 10, s) == {"dvd": 8}  # 8 of 10 known; books' 2 is no raise
-    assert fu.category_caps(np.array(["dvd", "book", "toy"], dtype=object), 10, s) == {
+    categories = np.array([None, "dvd", "book", "toy", None], dtype=object)  # item ids 1..4
+    history = np.array([1] * 8 + [2, 2, 4])  # unknown categories (item 4) count for nothing
+    assert fu.category_caps(history, categories, 10, s) == {"dvd": 8}  # 8 of 10 known; books' 2 is no raise
+    assert fu.category_caps(np.array([1, 2, 3]), categories, 10, s) == {
         "dvd": 4, "book": 4, "toy": 4}  # ceil(10/3)
-    assert fu.category_caps(np.array([None], dtype=object), 10, s) == {}
-    assert fu.category_caps(history, 10, settings(max_per_category=2, calibrated_cap=False)) == {}
-    assert fu.category_caps(history, 10, settings(max_per_category=None, calibrated_cap=True)) == {}
+    assert fu.category_caps(np.array([4]), categories, 10, s) == {}
+    assert fu.category_caps(history, categories, 10, settings(max_per_category=2, calibrated_cap=False)) == {}
+    assert fu.category_caps(history, categories, 10, settings(max_per_category=None, calibrated_cap=True)) == {}
     categories = np.array(["dvd", "dvd", "dvd", "book", "dvd"], dtype=object)
     assert list(fu.diversify(categories, 4, 1)) == [0, 3, 1, 2]
     assert list(fu.diversify(categories, 4, 1, {"dvd": 3})) == [0, 1, 2, 3]

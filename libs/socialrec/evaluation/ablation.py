@@ -86,7 +86,8 @@ def run_ablation(conf: dict, source: str | None = None, out_dir: str | None = No
     out = Path(out_dir or Path(conf["lake"]["root"]) / conf["lake"]["reports_dir"])
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / f"ablation-{report.run_id}.md"
-    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], data_label(source, stages, conf)))
+    label = data_label(source, stages, conf)
+    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], label))
     plot = out / f"ablation-{report.run_id}.png"
     plot_ablation(report.metrics, plot)
     return {"run_id": report.run_id, "markdown": str(markdown), "plot": str(plot), "metrics": report.metrics}

@@ -353,14 +353,14 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, n: int, trade_off: flo
     return np.concatenate([np.asarray(picked, dtype=np.int64), np.nonzero(available)[0]])
 
 
-def category_caps(history_categories, page: int, settings: FusionSettings) -> dict:
+def category_caps(history_items, categories: np.ndarray, page: int, settings: FusionSettings) -> dict:
     """Per-user caps above `max_per_category` (calibrated diversity, after Steck 2018): with
     `infer.calibrated_cap` a category may take as many places of a page as its share of the user's own history
     (rounded up), so a user who only ever rated DVDs is not pushed off DVDs, while a broad user keeps the plain
     cap. Unknown categories count for nothing. Returns {category: cap} for the raised categories only."""
     if not (settings.max_per_category and settings.calibrated_cap):
-        return {}
-    known = [c for c in history_categories if known_category(c)]
+        return {}  # the default: no per-user work on the scoring path
+    known = [c for c in categories[np.asarray(history_items, dtype=np.int64)] if known_category(c)]
     if not known:
         return {}
     names, counts = np.unique(np.asarray(known, dtype=object), return_counts=True)
@@ -423,7 +423,7 @@ def rule_ranked(scores: np.ndarray, categories: np.ndarray, settings: FusionSett
     finite = np.isfinite(values)
     histories = histories if histories is not None else [np.zeros(0, np.int64)] * len(best)
     return [reranked(items[keep], row_values[keep], categories, settings, page, shown, item_vectors,
-                     category_caps(categories[np.asarray(history, dtype=np.int64)], page, settings))
+                     category_caps(history, categories, page, settings))
             for items, row_values, keep, history in zip(best, values, finite, histories)]
 
 
@@ -546,7 +546,7 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
     final = np.sum([weighted[name] for name in COMPONENTS], axis=0)
 
     order = np.argsort(-final, kind="stable")
-    caps = category_caps(items.category[np.asarray(user.history_items, dtype=np.int64)], k, settings)
+    caps = category_caps(user.history_items, items.category, k, settings)
     order = reranked(order, final[order], items.category[candidates], settings, k, k,
                      None if item_vectors is None else item_vectors[candidates], caps)[:k]
     rows = []
