@@ -58,7 +58,8 @@ def write_examples(histories: list[dict], conf: dict, folder: Path, files: int) 
     return paths
 
 
-def bare_loop(conf: dict, paths: list[str], n_items: int, text: np.ndarray, valid, device: str) -> dict:
+def bare_loop(conf: dict, paths: list[str], n_items: int, text: np.ndarray, cf: np.ndarray, valid,
+              device: str) -> dict:
     """One process, rows in memory, the same model/optimiser/schedule/batch as a training worker."""
     train_conf = conf["train"]
     torch.set_num_threads(max(1, int(train_conf["num_workers"] * train_conf["cpus_per_worker"])))
@@ -66,7 +67,8 @@ def bare_loop(conf: dict, paths: list[str], n_items: int, text: np.ndarray, vali
     rows = {name: np.stack(table.column(name).to_numpy(zero_copy_only=False)).astype(np.int64)
             for name in TRAIN_COLUMNS}
     torch.manual_seed(train_conf["seed"])
-    model = SocialSequenceRecommender(conf["model"], n_items, conf["features"]["max_seq_len"], text).to(device)
+    model = SocialSequenceRecommender(conf["model"], n_items, conf["features"]["max_seq_len"], text,
+                                      cf_factors=cf).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train_conf["lr"],
                                   weight_decay=train_conf["weight_decay"])
     batch_size = train_conf["batch_size"] * train_conf["num_workers"]  # the same global batch as DDP
@@ -137,10 +139,13 @@ def main() -> None:
              np.array([h["valid_item"] for h in valid_histories]))
     text = rng.normal(size=(args.items + 1, conf["text"]["dim"])).astype(np.float32)
     text[0] = 0
+    cf = rng.normal(size=(args.items + 1, conf["model"]["cf_factors"]["rank"])).astype(np.float32)  # as ALS' shape
+    cf[0] = 0
     device = "cuda" if args.use_gpu else "cpu"
 
-    bare = bare_loop(conf, paths, args.items, text, valid, device)
-    ray_result = train_recommender(conf, paths, valid[0], valid[1], args.items, text, str(work / "ray"))
+    bare = bare_loop(conf, paths, args.items, text, cf, valid, device)
+    ray_result = train_recommender(conf, paths, valid[0], valid[1], args.items, text, str(work / "ray"),
+                                   cf_factors=cf)
     ray_best = max(epoch["ndcg@10"] for epoch in ray_result.history)
     ratio = bare["samples_per_second"] / ray_result.samples_per_second
     print(f"rows={args.users:,} items={args.items:,} epochs={args.epochs} workers={args.workers} "

@@ -7,6 +7,7 @@ import pytest
 
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import target_ranks
+from socialrec.features.collaborative import fit_als
 
 # Three users; the last step of each is the held-out test item, so the training histories are
 # u1 = [1, 2, 3], u2 = [1, 2], u3 = [2, 3, 4]. Users per item: 1 -> 2, 2 -> 3, 3 -> 2, 4 -> 1.
@@ -154,7 +155,7 @@ def test_implicit_als_ranks_the_planted_item_first(spark, conf):
         rows += [(user, item, float(rng.integers(1, 4))) for item in seen[user]]
     pairs = spark.createDataFrame(rows, "user_idx int, item_idx int, strength float")
     params = {**conf["evaluate"]["als"], "rank": 4, "blocks": 2}  # the configured reg, alpha, iterations
-    user_factors, item_factors = bl.fit_als(pairs, n_items=13, params=params)  # item 13: in no interaction
+    user_factors, item_factors = fit_als(pairs, n_items=13, params=params)  # item 13: in no interaction
     assert item_factors.shape == (14, 4) and np.isnan(item_factors[13]).all()
     factors = {r.user_idx: r.als_factors for r in user_factors.collect()}
     users = sorted(planted)

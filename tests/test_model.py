@@ -2,6 +2,7 @@
 flags, checkpoints, and that it can learn a simple successor pattern."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -13,8 +14,10 @@ from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoi
 N_ITEMS = 30
 MAX_LEN = 8
 TEXT_DIM = 12
+CF_RANK = 6
 MODEL_CONF = {"hidden": 32, "layers": 2, "heads": 2, "dropout": 0.1,
-              "use_text": True, "use_context": True, "use_social": True}
+              "use_text": True, "use_context": True, "use_social": True, "use_cf": True,
+              "cf_factors": {"alpha": 10.0, "reg": 0.05}}
 
 
 def text_table(seed: int = 0) -> np.ndarray:
@@ -25,10 +28,18 @@ def text_table(seed: int = 0) -> np.ndarray:
     return table
 
 
+def cf_table() -> np.ndarray:
+    """Random collaborative factors with row 0 (padding) and every seventh item left without factors."""
+    table = np.random.default_rng(3).normal(size=(N_ITEMS + 1, CF_RANK)).astype(np.float32)
+    table[::7] = 0
+    return table
+
+
 def make_model(**flags) -> SocialSequenceRecommender:
     torch.manual_seed(0)
     conf = {**MODEL_CONF, **flags}
-    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table() if conf["use_text"] else None)
+    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table() if conf["use_text"] else None,
+                                     cf_factors=cf_table() if conf["use_cf"] else None)
 
 
 def make_batch(batch_size: int = 4, seed: int = 1, n_friends: int = 5) -> dict[str, torch.Tensor]:
@@ -50,22 +61,33 @@ def test_shapes_and_padding_column():
     model = make_model().eval()
     batch = make_batch()
     with torch.no_grad():
-        assert model.item_representations().shape == (N_ITEMS + 1, 32)
+        assert model.item_representations().shape == (N_ITEMS + 1, 32 + CF_RANK)  # ALS factors follow
         assert model.sequence_states(batch).shape == (4, MAX_LEN, 32)
-        assert model.user_vectors(batch).shape == (4, 32)
+        assert model.user_vectors(batch).shape == (4, 32 + CF_RANK)
         scores = model.score_all(batch)
     assert scores.shape == (4, N_ITEMS + 1)
     assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
-def test_items_without_text_get_only_their_id_embedding():
+@pytest.mark.parametrize(("feature", "missing"), [("text", [5, 10, 15]), ("cf", [7, 14, 21])])
+def test_items_without_a_frozen_feature_get_only_their_id_embedding(feature, missing):
+    model = make_model(**{"use_text": feature == "text", "use_cf": feature == "cf"}).eval()
+    with torch.no_grad():
+        representations = model.input_representations()
+        table = getattr(model, f"{feature}_embeddings")
+        projected = getattr(model, f"{feature}_projection")(table / model.cf_scale if feature == "cf" else table)
+    missing = torch.tensor(missing)
+    assert torch.equal(representations[missing], model.item_embedding.weight[missing])
+    assert torch.allclose(representations[1], model.item_embedding.weight[1] + projected[1])
+    assert torch.equal(representations[0], torch.zeros(32))
+
+
+def test_text_and_cf_add_up_in_the_item_representation():
     model = make_model().eval()
     with torch.no_grad():
-        representations = model.item_representations()
-    no_text = torch.tensor([5, 10, 15])
-    assert torch.equal(representations[no_text], model.item_embedding.weight[no_text])
-    assert not torch.equal(representations[1], model.item_embedding.weight[1])
-    assert torch.equal(representations[0], torch.zeros(32))
+        expected = (model.item_embedding.weight[1] + model.text_projection(model.text_embeddings)[1]
+                    + model.cf_projection(model.cf_embeddings / model.cf_scale)[1])
+        assert torch.allclose(model.input_representations()[1], expected, atol=1e-6)
 
 
 def test_future_steps_do_not_change_earlier_states():
@@ -106,7 +128,7 @@ def test_loss_counts_only_pairs_of_real_steps():
 
 
 def test_gate_falls_back_to_behaviour_state_without_friends():
-    model = make_model().eval()
+    model = make_model(use_cf=False).eval()  # user vectors are then the fused states alone
     batch = make_batch()
     batch["friend_items"][1] = 0  # user 1 has no friend items
     with torch.no_grad():
@@ -118,9 +140,10 @@ def test_gate_falls_back_to_behaviour_state_without_friends():
     assert torch.equal(no_friend_column, behaviour)
 
 
-@pytest.mark.parametrize("flag", ["use_text", "use_context", "use_social", "all"])
+@pytest.mark.parametrize("flag", ["use_text", "use_context", "use_social", "use_cf", "all"])
 def test_each_component_can_be_switched_off(flag):
-    flags = {"use_text": False, "use_context": False, "use_social": False} if flag == "all" else {flag: False}
+    flags = ({"use_text": False, "use_context": False, "use_social": False, "use_cf": False} if flag == "all"
+             else {flag: False})
     model = make_model(**flags)
     batch = make_batch()
     for key, used in (("friend_items", "use_social"), ("event_types", "use_context")):
@@ -131,11 +154,37 @@ def test_each_component_can_be_switched_off(flag):
     assert hasattr(model, "text_projection") == model.use_text
     assert hasattr(model, "hour_embedding") == model.use_context
     assert hasattr(model, "social_gate") == model.use_social
+    assert hasattr(model, "cf_projection") == model.use_cf
 
 
-def test_use_text_without_embeddings_is_refused():
-    with pytest.raises(ValueError, match="text embeddings"):
-        SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, None)
+def test_scores_add_the_weighted_als_score_of_the_folded_in_user():
+    model = make_model().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        model.cf_log_weight.fill_(math.log(2.5))
+        inputs = model.input_representations()
+        states = model._fuse_social(model.sequence_states(batch)[:, -1:], batch, inputs)[:, 0]
+        als = model.fold_in(batch["items"])[:, -1] @ model.cf_embeddings[1:].T
+        assert torch.allclose(model.score_all(batch)[:, 1:], states @ inputs[1:].T + 2.5 * als, atol=1e-4)
+
+
+def test_the_fold_in_of_a_step_sees_no_later_step():
+    model = make_model().eval()
+    items = make_batch()["items"]
+    changed = items.clone()
+    changed[:, -1] = torch.where(changed[:, -1] == 1, 2, 1)
+    with torch.no_grad():
+        assert torch.equal(model.fold_in(items)[:, :-1], model.fold_in(changed)[:, :-1])
+        assert not torch.equal(model.fold_in(items)[:, -1], model.fold_in(changed)[:, -1])
+
+
+def test_a_switched_on_feature_without_its_table_is_refused():
+    with pytest.raises(ValueError, match="use_text is on but no text table"):
+        SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, None, cf_factors=cf_table())
+    with pytest.raises(ValueError, match="use_cf is on but no cf table"):
+        SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, text_table())
+    with pytest.raises(ValueError, match=r"cf table must be \[n_items \+ 1"):
+        SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, text_table(), cf_factors=cf_table()[:-1])
 
 
 def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
@@ -188,7 +237,7 @@ def test_learns_the_successor_pattern_quickly():
 
 
 def test_exclude_seen_skips_repeat_targets_and_never_uses_seen_items_as_negatives():
-    model = make_model(use_text=False, use_context=False, use_social=False, exclude_seen=True).eval()
+    model = make_model(use_text=False, use_context=False, use_social=False, use_cf=False, exclude_seen=True).eval()
     batch = {"items": torch.tensor([[0, 0, 0, 0, 1, 2, 1, 3]])}
     with torch.no_grad():
         states = model.sequence_states(batch)[0]
@@ -203,11 +252,39 @@ def test_exclude_seen_skips_repeat_targets_and_never_uses_seen_items_as_negative
             model.training_loss(batch).item(), abs=1e-3)
 
 
+def test_target_window_one_keeps_the_next_item_as_target():
+    items = make_batch()["items"]
+    assert torch.equal(make_model(target_window=1)._targets(items, exclude_seen=True), items[:, 1:])
+
+
+@pytest.mark.parametrize(("window", "expected"), [
+    # steps 2..6 hold items 1, 2, 1, 3, 4; item 1 is seen from step 2 on, item 2 from step 3 on
+    (2, {2: {2}, 3: {3}, 4: {3, 4}, 5: {4, 5}, 6: {5}}),
+    (0, {2: {2, 3, 4, 5}, 3: {3, 4, 5}, 4: {3, 4, 5}, 5: {4, 5}, 6: {5}}),
+])
+def test_future_targets_are_drawn_uniformly_from_the_window_without_seen_items(window, expected):
+    model = make_model(target_window=window)
+    items = torch.tensor([[0, 0, 1, 2, 1, 3, 4, 5]]).expand(4000, -1)
+    targets = model._targets(items, exclude_seen=True)
+    for step, allowed in expected.items():
+        drawn, counts = targets[:, step].unique(return_counts=True)
+        assert set(drawn.tolist()) == allowed
+        assert (counts / len(items) - 1 / len(allowed)).abs().max() < 0.04  # uniform within sampling noise
+
+
+def test_future_targets_train_with_both_losses():
+    batch = make_batch(batch_size=8)
+    for model in (make_model(target_window=0), sampled_model(target_window=3)):
+        loss = model.training_loss(batch)
+        loss.backward()
+        assert torch.isfinite(loss) and model.item_embedding.weight.grad.abs().sum() > 0
+
+
 def sampled_model(**flags) -> SocialSequenceRecommender:
     torch.manual_seed(0)
     counts = np.arange(N_ITEMS + 1, dtype=np.float64)  # item k was seen k times: a popularity skew
     conf = {**MODEL_CONF, "loss": "sampled", "negatives": 8, "sampling_alpha": 1.0, **flags}
-    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table(), item_counts=counts)
+    return SocialSequenceRecommender(conf, N_ITEMS, MAX_LEN, text_table(), item_counts=counts, cf_factors=cf_table())
 
 
 def test_sampled_softmax_subtracts_log_q_and_masks_accidental_hits():
@@ -215,7 +292,7 @@ def test_sampled_softmax_subtracts_log_q_and_masks_accidental_hits():
     q = model.sampling_probs
     assert q[0] == 0 and torch.allclose(q[1:], torch.arange(2, N_ITEMS + 2) / torch.arange(2, N_ITEMS + 2).sum())
     representations = model.item_representations().detach()
-    queries, labels = torch.randn(5, 32), torch.tensor([1, 2, 3, 4, 5])
+    queries, labels = torch.randn(5, 32 + CF_RANK), torch.tensor([1, 2, 3, 4, 5])
     torch.manual_seed(3)
     logits, positive_index, candidates = model._sampled_logits(queries, labels, representations)
     assert logits.shape == (5, 9) and positive_index.tolist() == [0] * 5

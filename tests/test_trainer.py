@@ -66,8 +66,10 @@ def training(conf, tmp_path_factory):
     valid_targets = np.array([h["valid_item"] for h in valid])
     text = rng.normal(size=(N_ITEMS + 1, TEXT_DIM)).astype(np.float32)
     text[0] = text[::7] = 0
+    cf = rng.normal(size=(N_ITEMS + 1, conf["model"]["cf_factors"]["rank"])).astype(np.float32)
+    cf[0] = 0
     problem = {"conf": conf, "train_files": train_files, "valid_inputs": valid_inputs,
-               "valid_targets": valid_targets, "n_items": N_ITEMS, "text_embeddings": text}
+               "valid_targets": valid_targets, "n_items": N_ITEMS, "text_embeddings": text, "cf_factors": cf}
     lines: list[str] = []
     result = train_recommender(**problem, output_dir=str(root / "uninterrupted"), progress=lines.append)
     result.progress_lines = lines
@@ -76,8 +78,8 @@ def training(conf, tmp_path_factory):
 
 def test_ray_petastorm_training_learns_and_exports_the_best_epoch(training):
     problem, result, _ = training
-    conf, valid_inputs, valid_targets, text = (problem[key] for key in ("conf", "valid_inputs", "valid_targets",
-                                                                         "text_embeddings"))
+    conf, valid_inputs, valid_targets, text, cf = (problem[key] for key in ("conf", "valid_inputs", "valid_targets",
+                                                                             "text_embeddings", "cf_factors"))
     assert not ray.is_initialized()  # the local Ray it started is shut down again
     train_conf = conf["train"]
     epochs = range(train_conf["epochs"])
@@ -94,7 +96,8 @@ def test_ray_petastorm_training_learns_and_exports_the_best_epoch(training):
     assert [line.split(":")[0] for line in result.progress_lines] == [f"epoch {epoch}" for epoch in epochs]
     assert all(f"ndcg@10 {entry['ndcg@10']:.4f}" in line for entry, line in zip(result.history, result.progress_lines))
 
-    untrained = SocialSequenceRecommender(conf["model"], N_ITEMS, conf["features"]["max_seq_len"], text).eval()
+    untrained = SocialSequenceRecommender(conf["model"], N_ITEMS, conf["features"]["max_seq_len"], text,
+                                          cf_factors=cf).eval()
     model, meta = load_checkpoint(result.checkpoint_dir)
     assert meta["epoch"] == result.best_epoch and meta["n_items"] == N_ITEMS and meta["text_dim"] == TEXT_DIM
     assert validation_ndcg(model, valid_inputs, valid_targets) == pytest.approx(max(ndcg), abs=1e-6)

@@ -146,35 +146,6 @@ def knn_scores(similarity, histories, history: int = 50, decay: float = 1.0) -> 
 
 # ---------------------------------------------------------------------------------------------- ALS
 
-def fit_als(pairs: DataFrame, n_items: int, params: dict):
-    """Implicit ALS on the training interactions.
-
-    Returns (user factors as a DataFrame `user_idx`, `als_factors`; item factors as an [n_items + 1, rank]
-    array with NaN rows for items ALS never saw).
-    """
-    from pyspark.ml.recommendation import ALS
-
-    blocks = params.get("blocks")
-    if not blocks:  # null: one block per core Spark offers (2 locally, the cluster's cores on Databricks)
-        try:
-            blocks = pairs.sparkSession.sparkContext.defaultParallelism
-        except Exception:  # Spark Connect has no SparkContext
-            blocks = 10  # MLlib's default
-    blocks = int(blocks)
-    als = ALS(rank=int(params["rank"]), regParam=float(params["reg"]), alpha=float(params["alpha"]),
-              maxIter=int(params["iterations"]), implicitPrefs=True, userCol="user_idx", itemCol="item_idx",
-              ratingCol="strength", seed=int(params.get("seed", 7)), numUserBlocks=blocks, numItemBlocks=blocks)
-    model = als.fit(pairs)
-    factors = model.itemFactors.toPandas()
-    items = np.full((n_items + 1, int(params["rank"])), np.nan)
-    ids = factors["id"].to_numpy(dtype=np.int64)
-    inside = (ids > 0) & (ids <= n_items)
-    if inside.any():
-        items[ids[inside]] = np.stack(factors["features"].to_numpy()[inside]).astype(np.float64)
-    users = model.userFactors.select(F.col("id").cast("int").alias("user_idx"), F.col("features").alias("als_factors"))
-    return users, items
-
-
 def als_scores(user_factors, item_factors: np.ndarray) -> np.ndarray:
     """[users, items] dot products; a user without factors (None / NaN) or an item without factors gets -inf."""
     item_factors = np.asarray(item_factors, dtype=np.float64)

@@ -12,6 +12,7 @@ from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, S
 
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import category_diversity, list_ranks, metrics_from_ranks, target_ranks
+from socialrec.features.collaborative import fit_als
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
 from socialrec.inference.scoring import fusion_inputs, user_context
@@ -186,7 +187,7 @@ def evaluate(ctx: RunContext) -> dict:
         timings["itemknn_fit"] = round(time.perf_counter() - started, 2)
     if "als" in names:
         started = time.perf_counter()
-        user_factors, item_factors = bl.fit_als(pairs, n_items, settings["als"])
+        user_factors, item_factors = fit_als(pairs, n_items, settings["als"])
         users = users.join(user_factors, "user_idx", "left")
         shared["als"] = _share(spark, item_factors)
         timings["als_fit"] = round(time.perf_counter() - started, 2)

@@ -86,7 +86,7 @@ def publish_untrained(conf: dict, lake, run_id: str) -> int:
 
     torch.manual_seed(0)
     n_items = lake.read("gold.item_index").count()
-    model = SocialSequenceRecommender({**conf["model"], "use_text": False}, n_items, conf["features"]["max_seq_len"],
+    model = SocialSequenceRecommender({**conf["model"], "use_text": False, "use_cf": False}, n_items, conf["features"]["max_seq_len"],
                                       None)
     checkpoints = lake.directory("checkpoints_dir")
     save_checkpoint(checkpoints / "untrained", model, {"best_epoch": 0})

@@ -6,8 +6,10 @@ additive mask unchanged, so one mask expresses causality, left padding and a sel
 GPT-2 is causal by construction but its own mask builder would need the same padding fix-up, so it buys
 nothing. Absolute positions are fine because windows are left-padded: the latest step always sits at L-1.
 
-Items share one representation (id embedding + projected frozen text embedding) as inputs, as friends'
-items and as output weights, so text lets cold items be scored and ranked like any other.
+Items share one representation (id embedding + projected frozen text embedding + projected frozen
+collaborative factors) as inputs, as friends' items and as output weights, so text lets cold items be scored
+and ranked like any other, and items seen by few users start from what all users' co-occurrences say of them
+rather than from a free id vector that a handful of training steps would only memorise.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class SocialSequenceRecommender(nn.Module):
     """
 
     def __init__(self, model_conf: dict, n_items: int, max_len: int, text_embeddings: np.ndarray | None,
-                 item_counts: np.ndarray | None = None):
+                 item_counts: np.ndarray | None = None, cf_factors: np.ndarray | None = None):
         super().__init__()
         self.model_conf = dict(model_conf)
         self.n_items = n_items
@@ -46,6 +48,7 @@ class SocialSequenceRecommender(nn.Module):
         self.use_text = bool(model_conf["use_text"])
         self.use_context = bool(model_conf["use_context"])
         self.use_social = bool(model_conf["use_social"])
+        self.use_cf = bool(model_conf.get("use_cf", False))
         self.exclude_seen = bool(model_conf.get("exclude_seen", False))
         self.loss = model_conf.get("loss", "full")
         if self.loss == "auto":  # the full softmax while its [positions, catalogue] logits stay small
@@ -79,18 +82,21 @@ class SocialSequenceRecommender(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-        self.text_dim = 0
-        if self.use_text:
-            if text_embeddings is None:
-                raise ValueError("model.use_text is on but no text embeddings were given")
-            text = torch.tensor(np.asarray(text_embeddings), dtype=torch.float32)  # a copy: inputs may be read-only
-            if text.ndim != 2 or text.shape[0] != n_items + 1:
-                raise ValueError(f"text embeddings must be [n_items + 1 = {n_items + 1}, dim], got {tuple(text.shape)}")
-            self.text_dim = text.shape[1]
-            # Frozen features saved with the weights, so a checkpoint alone reproduces the scores.
-            self.register_buffer("text_embeddings", text)
-            self.register_buffer("has_text", text.abs().sum(dim=1) > 0)
-            self.text_projection = nn.Linear(self.text_dim, hidden)
+        self.text_dim = self._frozen_item_feature("text", text_embeddings) if self.use_text else 0
+        if self.use_cf:
+            self._frozen_item_feature("cf", cf_factors)
+            factors = self.cf_embeddings
+            rows = factors.norm(dim=1)
+            # The projected feature sees factors at unit mean norm; the fold-in uses them as ALS fitted them.
+            self.register_buffer("cf_scale", rows[rows > 0].mean() if bool((rows > 0).any()) else rows.new_ones(()),
+                                 persistent=False)
+            self.register_buffer("cf_gram", factors.T @ factors, persistent=False)
+            self.cf_alpha = float(model_conf["cf_factors"]["alpha"])
+            self.cf_reg = float(model_conf["cf_factors"]["reg"])
+            # u·y fits the implicit preference (1 for a user's items, 0 elsewhere), so the weight starts at
+            # log(catalogue): a preference-1 item then takes as much softmax mass as all preference-0 items
+            # together. Learned in log space: Adam's steps of ~lr are then relative changes at any scale.
+            self.cf_log_weight = nn.Parameter(torch.tensor(math.log(math.log(n_items + 1))))
 
         if self.use_context:
             self.event_type_embedding = nn.Embedding(EVENT_TYPE_CODES, hidden, padding_idx=0)
@@ -110,35 +116,94 @@ class SocialSequenceRecommender(nn.Module):
             self.social_key = nn.Linear(hidden, hidden)
             self.social_gate = nn.Linear(2 * hidden, 1)
 
-    def item_representations(self) -> Tensor:
-        """[n_items + 1, hidden]: id embedding plus projected text where the item has text; row 0 is padding."""
+    def _frozen_item_feature(self, name: str, table: np.ndarray | None) -> int:
+        """Register an [n_items + 1, dim] item table (`text` embeddings, `cf` factors) as buffers `<name>_embeddings`
+        and `has_<name>` (non-zero rows) with a learned `<name>_projection`; returns dim. Buffers, so a checkpoint
+        alone reproduces the scores."""
+        if table is None:
+            raise ValueError(f"model.use_{name} is on but no {name} table was given")
+        matrix = torch.tensor(np.asarray(table), dtype=torch.float32)  # a copy: inputs may be read-only
+        if matrix.ndim != 2 or matrix.shape[0] != self.n_items + 1:
+            raise ValueError(f"{name} table must be [n_items + 1 = {self.n_items + 1}, dim], got {tuple(matrix.shape)}")
+        self.register_buffer(f"{name}_embeddings", matrix)
+        self.register_buffer(f"has_{name}", matrix.abs().sum(dim=1) > 0)
+        setattr(self, f"{name}_projection", nn.Linear(matrix.shape[1], self.hidden))
+        return matrix.shape[1]
+
+    def input_representations(self) -> Tensor:
+        """[n_items + 1, hidden] what the transformer and the social attention see of an item: id embedding plus
+        each projected frozen feature (text, cf) where the item has it; row 0 is padding."""
         representation = self.item_embedding.weight
-        if self.use_text:
-            projected = self.text_projection(self.text_embeddings)
-            representation = representation + projected * self.has_text.unsqueeze(1).to(projected.dtype)
+        for name in ("text", "cf"):
+            if getattr(self, f"use_{name}"):
+                table = getattr(self, f"{name}_embeddings")
+                if name == "cf":
+                    table = table / self.cf_scale
+                projected = getattr(self, f"{name}_projection")(table)
+                representation = representation + projected * getattr(self, f"has_{name}").unsqueeze(1).to(projected.dtype)
+        return representation
+
+    def item_representations(self) -> Tensor:
+        """[n_items + 1, dim] the output item vectors every score is a dot product with: the input representation,
+        followed under use_cf by the item's ALS factors (dim = hidden + rank), so scoring, top-K and the index
+        stay one matrix product."""
+        representation = self.input_representations()
+        if self.use_cf:
+            representation = torch.cat([representation, self.cf_embeddings.to(representation.dtype)], dim=1)
         return representation
 
     def sequence_states(self, batch) -> Tensor:
         """[B, L, hidden] behaviour states; position t sees steps <= t only."""
-        return self._behaviour_states(batch, self.item_representations())
+        return self._behaviour_states(batch, self.input_representations())
 
     def user_vectors(self, batch) -> Tensor:
-        """[B, hidden]: the latest step's state fused with the friends' items."""
-        representations = self.item_representations()
-        last_states = self._behaviour_states(batch, representations)[:, -1:]
-        return self._fuse_social(last_states, batch, representations)[:, 0]
+        """[B, dim]: the latest step's state fused with the friends' items (and the user's folded-in ALS factors
+        under use_cf), the left side of every score."""
+        inputs = self.input_representations()
+        last_states = self._fuse_social(self._behaviour_states(batch, inputs)[:, -1:], batch, inputs)
+        return self._with_fold_in(last_states, batch["items"])[:, 0]
+
+    def _with_fold_in(self, states: Tensor, items: Tensor) -> Tensor:
+        """[B, S, hidden (+ rank)]: the states of the last S steps, each followed under use_cf by the learned
+        weight times the ALS user factors folded in from the steps up to it."""
+        if not self.use_cf:
+            return states
+        folded = self.fold_in(items)[:, -states.shape[1]:]
+        return torch.cat([states, (self.cf_log_weight.exp() * folded).to(states.dtype)], dim=-1)
+
+    def fold_in(self, items: Tensor) -> Tensor:
+        """[B, L, rank] each prefix's implicit-ALS user factors given the frozen item factors Y: the exact
+        normal equations MLlib solves for a user, (YᵀY + Σ α·yᵢyᵢᵀ + λ·n·I) u = Σ (1 + α·rᵢ)·yᵢ over the prefix's
+        n distinct items (rᵢ: occurrences). Why: u·y is the ALS score, so the model contains ALS as one term
+        of its logit and the transformer learns what ALS misses; folding in from the window rather than
+        storing user factors serves any user, new ones included, with no per-user table."""
+        with torch.autocast(device_type=items.device.type, enabled=False):
+            factors = F.embedding(items, self.cf_embeddings.float())                 # [B, L, r]
+            real = (items > 0).float()
+            first = real * (first_positions(items, items) == torch.arange(items.shape[1], device=items.device)).float()
+            outer = torch.einsum("bl,blr,bls->blrs", self.cf_alpha * real, factors, factors).cumsum(dim=1)
+            eye = torch.eye(factors.shape[-1], device=items.device)
+            # 1e-6·I keeps the padding prefix (Gram alone) solvable even for a rank-deficient Gram.
+            system = (self.cf_gram.float() + outer
+                      + (self.cf_reg * first.cumsum(dim=1) + 1e-6)[..., None, None] * eye)
+            rhs = ((self.cf_alpha * real + first)[..., None] * factors).cumsum(dim=1)
+            return torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
 
     def training_loss(self, batch, exclude_seen: bool | None = None) -> Tensor:
-        """Mean next-item cross-entropy over every (step, next step) pair of real items: a softmax over the whole
-        catalogue, or over `model.negatives` items drawn by popularity with the log-Q correction (model.loss).
+        """Mean cross-entropy over every (step, target) pair of real items, the target being the next item or one
+        drawn from the next `model.target_window` (see _targets): a softmax over the whole catalogue, or over
+        `model.negatives` items drawn by popularity with the log-Q correction (model.loss).
 
         With `model.exclude_seen` the task is the next *new* item, as scoring and evaluation never offer an item
         the user already had: an item seen at or before a step is no negative there, and a repeat is no target.
         """
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
+        inputs_representations = self.input_representations()
+        states = self._fuse_social(self._behaviour_states(batch, inputs_representations), batch,
+                                   inputs_representations)
+        states = self._with_fold_in(states, batch["items"])
         representations = self.item_representations()
-        states = self._fuse_social(self._behaviour_states(batch, representations), batch, representations)
-        inputs, targets = batch["items"][:, :-1], batch["items"][:, 1:]
+        inputs, targets = batch["items"][:, :-1], self._targets(batch["items"], exclude_seen)
         # A padding input has seen nothing, a padding target is nothing to predict.
         pairs = (inputs > 0) & (targets > 0)
         if exclude_seen:
@@ -153,6 +218,31 @@ class SocialSequenceRecommender(nn.Module):
             logits = self._mask_seen(logits, inputs, rows, steps, candidates)
         total = F.cross_entropy(logits.float(), labels, reduction="sum")
         return total / pairs.sum().clamp(min=1)
+
+    def _targets(self, items: Tensor, exclude_seen: bool) -> Tensor:
+        """[B, L-1] the item each step learns to predict: the next one, or with `model.target_window` W != 1 one
+        drawn uniformly per step and call from the next W steps (0: the rest of the sequence), skipping items the
+        user had at or before the step under exclude_seen.
+
+        Why: where order carries little (ratings logged per day, check-ins split at random) the next item is
+        an arbitrary pick from the user's set; any future item is as good a target, and redrawing it every
+        epoch stops the transformer from memorising each training sequence (PinnerFormer's dense all-action
+        loss, sampled)."""
+        window = int(self.model_conf.get("target_window", 1))
+        if window == 1:
+            return items[:, 1:]
+        length = items.shape[1]
+        steps = torch.arange(length - 1, device=items.device)[:, None]            # [L-1, 1] query step t
+        later = torch.arange(length, device=items.device)[None, :]                 # [1, L] candidate step j
+        reachable = (later > steps) & ((later - steps <= window) if window > 0 else True)
+        allowed = reachable[None] & (items[:, None, :] > 0)                         # [B, L-1, L]
+        if exclude_seen:
+            first_seen = first_positions(items, items)                              # [B, L] first step of each item
+            allowed &= (first_seen[:, None, :] > steps[None])
+        draws = torch.rand(allowed.shape, device=items.device).masked_fill(~allowed, -1.0)
+        chosen = draws.argmax(dim=-1)                                                # [B, L-1]
+        targets = items.gather(1, chosen)
+        return targets.masked_fill(~allowed.any(dim=-1), 0)
 
     @staticmethod
     def _mask_seen(logits: Tensor, inputs: Tensor, rows: Tensor, steps: Tensor, candidates: Tensor | None) -> Tensor:
@@ -255,6 +345,7 @@ def load_checkpoint(path, map_location="cpu") -> tuple[SocialSequenceRecommender
     meta = json.loads((path / META_FILE).read_text())
     state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     text = state["text_embeddings"].numpy() if meta["model_conf"]["use_text"] else None
-    model = SocialSequenceRecommender(meta["model_conf"], meta["n_items"], meta["max_len"], text)
+    cf = state["cf_embeddings"].numpy() if meta["model_conf"].get("use_cf") else None
+    model = SocialSequenceRecommender(meta["model_conf"], meta["n_items"], meta["max_len"], text, cf_factors=cf)
     model.load_state_dict(state)
     return model.to(map_location).eval(), meta

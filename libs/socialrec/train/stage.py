@@ -1,8 +1,10 @@
-"""The train stage: gather the gold inputs (training files, validation sample, text vectors) and hand them
+"""The train stage: gather the gold inputs (training files, validation sample, text vectors, collaborative item
+factors) and hand them
 to Ray Train; publish the best checkpoint for scoring."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,15 @@ def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     matrix = np.zeros((n_items + 1, len(vectors["embedding"].iloc[0])), dtype=np.float32)
     matrix[vectors["item_idx"].to_numpy()] = np.stack(vectors["embedding"].to_numpy())
     return matrix
+
+
+def cf_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
+    """Collaborative item factors fitted on the training steps, when any variant trained in this run uses them."""
+    from socialrec.features.collaborative import item_factor_table
+
+    if not any(variant["model"].get("use_cf") for variant in variant_confs(ctx.conf).values()):
+        return None
+    return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items, ctx.conf["model"]["cf_factors"])
 
 
 def variant_confs(conf: dict) -> dict[str, dict]:
@@ -81,7 +92,10 @@ def train(ctx: RunContext) -> dict:
     checkpoints = lake.directory("checkpoints_dir")
     train_files = lake.snapshot_files("gold.train_examples")
     text = text_matrix(ctx, n_items)
-    figures: dict = {"variants": {}}
+    started = time.perf_counter()
+    cf = cf_matrix(ctx, n_items)
+    cf_seconds = round(time.perf_counter() - started, 1)
+    figures: dict = {"variants": {}, **({"cf_fit_seconds": cf_seconds} if cf is not None else {})}
     published: dict = {}
     for name, variant_conf in variant_confs(conf).items():
         if text is None and variant_conf["model"]["use_text"]:  # a source without item text: ids only
@@ -94,14 +108,15 @@ def train(ctx: RunContext) -> dict:
             result = train_recommender(
                 variant_conf, train_files, valid_inputs, valid["valid_item"].to_numpy(np.int64), n_items,
                 text if variant_conf["model"]["use_text"] else None, str(output_dir), item_counts=counts,
-                resume_from=resume_from,
+                cf_factors=cf if variant_conf["model"].get("use_cf") else None, resume_from=resume_from,
                 progress=(lambda line, name=name: ctx.progress(f"  {name} {line}")) if ctx.progress else None,
             )
         best = result.history[result.best_epoch] if result.history else {}
         published[name] = result.checkpoint_dir
         figures["variants"][name] = {
             "epochs": len(result.history), "best_epoch": result.best_epoch, "valid": best,
-            "use_text": variant_conf["model"]["use_text"], "samples_per_second": round(result.samples_per_second, 1),
+            "use_text": variant_conf["model"]["use_text"], "use_cf": bool(variant_conf["model"].get("use_cf")),
+            "samples_per_second": round(result.samples_per_second, 1),
             "resumed_from": resume_from,
         }
     main = figures["variants"]["model"]

@@ -52,11 +52,12 @@ class TrainResult:
 
 def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str, np.ndarray],
                       valid_targets: np.ndarray, n_items: int, text_embeddings: np.ndarray | None,
-                      output_dir: str, item_counts: np.ndarray | None = None,
+                      output_dir: str, item_counts: np.ndarray | None = None, cf_factors: np.ndarray | None = None,
                       resume_from: str | None = None, progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train on the Parquet files of one gold.train_examples snapshot; validate on `valid_inputs` windows
     (build_inputs output) against `valid_targets` (item ids, 0 = skip the user). `item_counts` (training
-    interactions per item id) shape the sampled softmax's proposal; `resume_from` is a checkpoint directory
+    interactions per item id) shape the sampled softmax's proposal; `cf_factors` are the collaborative item
+    factors (features.collaborative) when model.use_cf is on; `resume_from` is a checkpoint directory
     written by an earlier, interrupted run (see latest_checkpoint) to continue from; `progress` gets one line per
     finished epoch (`epoch_line`), sent by rank 0 through a Ray queue, so it reaches the driver from any node."""
     train_conf = conf["train"]
@@ -79,6 +80,7 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
                 # Object refs: the arrays go through the object store once instead of inside every worker's config.
                 "valid_ref": ray.put((valid_inputs, np.asarray(valid_targets, dtype=np.int64))),
                 "text_ref": ray.put(text_embeddings),
+                "cf_ref": ray.put(cf_factors),
                 "counts_ref": ray.put(item_counts),
                 "resume_from": str(resume_from) if resume_from else None,
                 "fault": fault_plan(output_dir),
@@ -212,7 +214,8 @@ def train_worker(config: dict) -> None:
 
     torch.manual_seed(train_conf["seed"])  # identical initial weights on every rank
     model = SocialSequenceRecommender(conf["model"], config["n_items"], conf["features"]["max_seq_len"],
-                                      ray.get(config["text_ref"]), item_counts=ray.get(config["counts_ref"]))
+                                      ray.get(config["text_ref"]), item_counts=ray.get(config["counts_ref"]),
+                                      cf_factors=ray.get(config["cf_ref"]))
     checkpoint = ray.train.get_checkpoint()  # Ray's own, after a worker failure
     if checkpoint is None and config["resume_from"]:
         checkpoint = Checkpoint.from_directory(config["resume_from"])
