@@ -27,6 +27,13 @@ def test_markdown_lists_the_full_model_first_then_each_ablation_with_its_change(
     assert "0.2000 | 0.4000 | 0.1000 | 0.5000" in rows[0]
 
 
+def test_markdown_gives_the_paired_p_value_of_each_change_when_the_evaluation_has_one():
+    metrics = {"model": values(0.2), "no_text": values(0.15)}
+    comparisons = {"no_text": {"ndcg@10": {"difference": 0.05, "low": 0.03, "high": 0.07, "p_value": 0.00012}}}
+    rows = ablation_markdown(metrics, ABLATIONS, "demo", comparisons).splitlines()
+    assert any("| text |" in row and "-0.0500 (-25.0%), p=0.00012 |" in row for row in rows)
+
+
 def test_ablations_become_training_variants_beside_the_configured_ones(conf):
     merged = ablation_conf(conf)
     assert set(merged["train"]["variants"]) == {"sasrec", "no_social", "no_text", "no_context"}

@@ -7,7 +7,7 @@ import pytest
 
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.metrics import target_ranks
-from socialrec.features.collaborative import fit_als
+from socialrec.features.collaborative import fit_als, interaction_pairs
 
 # Three users; the last step of each is the held-out test item, so the training histories are
 # u1 = [1, 2, 3], u2 = [1, 2], u3 = [2, 3, 4]. Users per item: 1 -> 2, 2 -> 3, 3 -> 2, 4 -> 1.
@@ -138,7 +138,7 @@ def test_spark_similarity_matches_the_driver_one(spark):
 
 def test_interactions_count_repeated_steps_before_the_test_item(spark):
     users = spark.createDataFrame([(1, [1, 2, 1, 3], 3), (2, [4, 5], 0)], "user_idx int, items array<int>, test_item int")
-    got = {(r.user_idx, r.item_idx): r.strength for r in bl.interactions(users).collect()}
+    got = {(r.user_idx, r.item_idx): r.strength for r in interaction_pairs(users, held_out_steps=1).collect()}
     assert got == {(1, 1): 2.0, (1, 2): 1.0, (2, 4): 1.0, (2, 5): 1.0}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from socialrec.features.collaborative import before_validation_pairs, fit_als, item_factor_table
+from socialrec.features.collaborative import fit_als, interaction_pairs, item_factor_table
 from socialrec.model.recommender import SocialSequenceRecommender
 
 SEQUENCES = "user_idx int, items array<int>, valid_item int, test_item int"
@@ -16,8 +16,22 @@ def test_pairs_hold_neither_the_validation_nor_the_test_item(spark):
         (1, [3, 4, 3, 5, 6], 5, 6),   # holdout: valid 5, test 6; item 3 twice
         (2, [7, 8], 0, 0),            # no holdout: the whole history trains
     ], SEQUENCES)
-    pairs = {(r.user_idx, r.item_idx): r.strength for r in before_validation_pairs(sequences).collect()}
+    pairs = {(r.user_idx, r.item_idx): r.strength for r in interaction_pairs(sequences, held_out_steps=2).collect()}
     assert pairs == {(1, 3): 2.0, (1, 4): 1.0, (2, 7): 1.0, (2, 8): 1.0}
+    with_validation = {(r.user_idx, r.item_idx) for r in interaction_pairs(sequences, held_out_steps=1).collect()}
+    assert with_validation == {*pairs, (1, 5)}
+
+
+def test_only_with_validation_do_validation_items_get_factors(spark, conf):
+    """Item 9 occurs only as a validation item: the model's default fit leaves it without factors, the fit
+    `with_validation` (the ALS baseline's pairs) gives it some; the test item 10 never gets any."""
+    sequences = spark.createDataFrame([(user, [1 + user % 4, 2 + user % 4, 9, 10], 9, 10) for user in range(1, 9)],
+                                      SEQUENCES)
+    params = {**conf["model"]["cf_factors"], "rank": 3, "blocks": 2}
+    before = item_factor_table(sequences, n_items=10, params={**params, "with_validation": False})
+    after = item_factor_table(sequences, n_items=10, params={**params, "with_validation": True})
+    assert not before[9].any() and after[9].any()
+    assert not before[10].any() and not after[10].any()
 
 
 def test_factors_separate_taste_clusters_and_leave_unseen_items_empty(spark, conf):

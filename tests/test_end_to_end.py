@@ -78,6 +78,14 @@ def test_baselines_and_user_groups_are_evaluated_on_the_same_users(spark, finish
     assert all(set(models) == RANKED and all(set(v) >= METRIC_KEYS for v in models.values())
                for models in by_group.values())
 
+    # The model against every other row, paired over the same users: the mean difference is the table's.
+    assert set(report.comparisons) == RANKED - {"model"}
+    for other, by_metric in report.comparisons.items():
+        for metric, comparison in by_metric.items():
+            expected = report.metrics["model"][metric] - report.metrics[other][metric]
+            assert comparison["difference"] == pytest.approx(expected, abs=1e-9) and comparison["users"] == users
+            assert comparison["low"] <= comparison["difference"] <= comparison["high"] and 0 <= comparison["p_value"] <= 1
+
     metrics = spark.read.format("delta").load(report.tables["gold.metrics"]["path"]).toPandas()
     metrics = metrics[metrics["run_id"] == report.run_id]
     overall = metrics[~metrics["model"].str.contains("|", regex=False)]

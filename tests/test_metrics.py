@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from socialrec.evaluation.metrics import category_diversity, list_ranks, metrics_from_ranks, target_ranks
+from socialrec.evaluation.metrics import (category_diversity, list_ranks, metrics_from_ranks, paired_difference,
+                                         per_user, target_ranks)
 from socialrec.inference.scoring import top_k
 
 
@@ -16,6 +17,34 @@ def test_metrics_match_hand_computed_values():
     assert got["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
     assert got["ndcg@20"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(12)) / 4)
     assert got["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 11 + 1 / 26) / 4)
+
+
+def test_per_user_values_average_to_the_metrics_and_unknown_metrics_are_refused():
+    ranks = np.array([0, 1, 10, 25])
+    assert per_user(ranks, "ndcg@10").tolist() == pytest.approx([1.0, 1 / math.log2(3), 0.0, 0.0])
+    assert per_user(ranks, "recall@20").tolist() == [1.0, 1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="unknown metric 'hit@10'"):
+        per_user(ranks, "hit@10")
+
+
+def test_paired_difference_matches_a_hand_computed_paired_test():
+    ours, theirs = np.array([0, 0, 0, 5, 30, 30]), np.array([30, 0, 30, 30, 0, 30])
+    got = paired_difference(ours, theirs, "recall@10")
+    differences = np.array([1, 0, 1, 1, -1, 0], dtype=float)  # hits: ours 4 users, theirs 2
+    se = differences.std(ddof=1) / math.sqrt(6)
+    assert got["difference"] == pytest.approx(1 / 3) and got["users"] == 6
+    assert got["low"] == pytest.approx(1 / 3 - 1.959964 * se) and got["high"] == pytest.approx(1 / 3 + 1.959964 * se)
+    assert got["p_value"] == pytest.approx(math.erfc((1 / 3) / se / math.sqrt(2)))
+    assert 0.05 < got["p_value"] < 0.5  # 4 hits against 2 among six users: a lead, not a significant one
+
+
+def test_a_consistent_lead_over_many_users_is_significant_and_identical_rankings_are_not():
+    rng = np.random.default_rng(0)
+    theirs = rng.integers(0, 100, size=5000)
+    better = np.maximum(theirs - rng.integers(0, 10, size=5000), 0)
+    assert paired_difference(better, theirs, "ndcg@10")["p_value"] < 1e-6
+    assert paired_difference(theirs, theirs, "ndcg@10") == {"difference": 0.0, "low": 0.0, "high": 0.0,
+                                                              "p_value": 1.0, "users": 5000}
 
 
 def test_target_rank_ignores_padding_and_excluded_items_and_an_excluded_target_is_a_miss():

@@ -157,6 +157,25 @@ def test_each_component_can_be_switched_off(flag):
     assert hasattr(model, "cf_projection") == model.use_cf
 
 
+def test_without_item_ids_items_are_their_projected_features_alone():
+    model = make_model(use_item_id=False).eval()
+    with torch.no_grad():
+        expected = (model.text_projection(model.text_embeddings) * model.has_text.unsqueeze(1)
+                    + model.cf_projection(model.cf_embeddings / model.cf_scale) * model.has_cf.unsqueeze(1))
+        assert torch.allclose(model.input_representations(), expected, atol=1e-6)
+    assert not hasattr(model, "item_embedding")
+    assert not any(name.startswith("item_embedding") for name in model.state_dict())
+    batch = make_batch()
+    model.train()
+    model.training_loss(batch).backward()
+    assert model.cf_projection.weight.grad.abs().sum() > 0
+
+
+def test_an_item_without_id_or_feature_is_refused():
+    with pytest.raises(ValueError, match="use_item_id is off and no item feature"):
+        make_model(use_item_id=False, use_text=False, use_cf=False)
+
+
 def test_scores_add_the_weighted_als_score_of_the_folded_in_user():
     model = make_model().eval()
     batch = make_batch()

@@ -89,6 +89,14 @@ def test_report_marks_failed_stage_without_metrics():
     assert "<img" not in page
 
 
+def test_report_shows_the_models_paired_differences():
+    comparison = {"difference": -0.0009, "low": -0.0021, "high": 0.0003, "p_value": 0.14, "users": 7375}
+    page = render_html({"run_id": "r1", "status": "ok", "stages": {}, "gates": {}, "tables": {},
+                        "metrics": {"model": {"ndcg@10": 0.0207}, "als": {"ndcg@10": 0.0216}},
+                        "comparisons": {"als": {"ndcg@10": comparison}}})
+    assert "The model minus each row" in page and "-0.0009 [-0.0021, +0.0003] p=0.14" in page
+
+
 def _conf_file(conf) -> str:
     from socialrec.config import PROJECT_ROOT
 

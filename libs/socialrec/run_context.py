@@ -32,6 +32,7 @@ class RunReport:
     tables: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     metrics_by_group: dict = field(default_factory=dict)  # {group: {model: {metric: value}}}
+    comparisons: dict = field(default_factory=dict)  # {other model: {metric: model minus it, interval, p-value}}
     artifacts: dict = field(default_factory=dict)
     error: str | None = None
 

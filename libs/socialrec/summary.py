@@ -1,6 +1,7 @@
 """The closing summary printed after a run: what was written, what passed, how good the model is."""
 from __future__ import annotations
 
+from socialrec.evaluation.metrics import format_comparison
 from socialrec.run_context import RunReport
 
 
@@ -23,6 +24,11 @@ def closing_summary(report: RunReport, conf: dict) -> str:
         for name in names:
             values = report.metrics[name]
             lines.append("  " + f"{name:<12}" + "".join(f"{values.get(k, 0):>{w}.4f}" for k, w in zip(keys, widths)))
+    if report.comparisons:
+        lines.append("\nmodel minus each row, per user over the same users (mean, confidence interval, paired p-value):")
+        for name, by_metric in report.comparisons.items():
+            lines.append("  " + f"{name:<12}" + "   ".join(f"{metric} {format_comparison(c)}"
+                                                         for metric, c in by_metric.items()))
     root = conf["lake"]["root"]
     lines += [
         f"\noutputs: Delta tables under {root}; run report {root}/{conf['lake']['reports_dir']}/{report.run_id}.json",
@@ -32,3 +38,4 @@ def closing_summary(report: RunReport, conf: dict) -> str:
         ".execute('SELECT ...').read_all()",
     ]
     return "\n".join(lines)
+

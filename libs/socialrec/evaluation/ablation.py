@@ -29,12 +29,14 @@ def stages_to_run(conf: dict, source: str | None) -> list[str]:
     return [stage for stage in STAGES if stage != "infer" and (source is None or stage != "generate")]
 
 
-def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], source: str) -> str:
-    """Rows: the full model, each ablation (with its change against the full model), then the rest."""
+def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], source: str,
+                      comparisons: dict[str, dict] | None = None) -> str:
+    """Rows: the full model, each ablation (with its change against the full model and, from the evaluate
+    stage's `comparisons`, the paired p-value of that change), then the rest."""
     full = metrics["model"]
     order = ["model", *[name for name in ablations if name in metrics],
              *[name for name in metrics if name != "model" and name not in ablations]]
-    header = "| model | switched off | " + " | ".join(TABLE_METRICS) + " | Δ ndcg@10 vs full |"
+    header = "| model | switched off | " + " | ".join(TABLE_METRICS) + " | Δ ndcg@10 vs full (paired p) |"
     lines = [f"Ablation on `{source}` (test split, full ranking over the catalogue, seen items excluded).", "",
              header, "|" + "---|" * (len(TABLE_METRICS) + 3)]
     for name in order:
@@ -42,6 +44,9 @@ def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], sour
         off = ", ".join(flag.removeprefix("use_") for flag, on in ablations.get(name, {}).items() if on is False)
         delta = (f"{values['ndcg@10'] - full['ndcg@10']:+.4f} ({(values['ndcg@10'] / full['ndcg@10'] - 1):+.1%})"
                  if name != "model" and full["ndcg@10"] else "")
+        paired = ((comparisons or {}).get(name) or {}).get("ndcg@10")
+        if delta and paired:
+            delta += f", p={paired['p_value']:.2g}"
         cells = " | ".join(f"{values.get(metric, float('nan')):.4f}" for metric in TABLE_METRICS)
         label = "**model** (full)" if name == "model" else name
         role = off or OTHER_ROLES.get(name, "baseline")
@@ -87,7 +92,7 @@ def run_ablation(conf: dict, source: str | None = None, out_dir: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / f"ablation-{report.run_id}.md"
     label = data_label(source, stages, conf)
-    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], label))
+    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], label, report.comparisons))
     plot = out / f"ablation-{report.run_id}.png"
     plot_ablation(report.metrics, plot)
     return {"run_id": report.run_id, "markdown": str(markdown), "plot": str(plot), "metrics": report.metrics}

@@ -36,21 +36,6 @@ def training_items(items, test_item: int) -> np.ndarray:
     return items[:-1] if test_item and len(items) else items
 
 
-def training_items_column() -> Column:
-    """`training_items` as a Spark column over gold.user_sequences."""
-    return F.when(F.col("test_item") > 0, F.slice("items", 1, F.size("items") - 1)).otherwise(F.col("items"))
-
-
-def interactions(users: DataFrame) -> DataFrame:
-    """(user_idx, item_idx, strength) of the training interactions; strength = how often the item occurs
-    among the user's training steps (a re-visit after other items is a new step)."""
-    return (
-        users.select("user_idx", F.explode(training_items_column()).alias("item_idx"))
-        .where(F.col("item_idx") > 0)
-        .groupBy("user_idx", "item_idx").agg(F.count("*").cast("float").alias("strength"))
-    )
-
-
 # ---------------------------------------------------------------------------------------------- item-KNN
 
 def top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):

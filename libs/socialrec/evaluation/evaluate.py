@@ -1,6 +1,7 @@
 """The evaluate stage: full-ranking metrics on the test split for the model and the baselines (popularity,
 item-KNN, implicit ALS), computed per user inside Spark (only ranks and top-K lists come back to the driver),
-plus catalogue coverage and the same metrics per user group (cold/warm, with/without friends)."""
+plus catalogue coverage, the same metrics per user group (cold/warm, with/without friends), and the model's
+paired difference to every other row with its confidence interval (`comparisons`)."""
 from __future__ import annotations
 
 import time
@@ -11,8 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
 from socialrec.evaluation import baselines as bl
-from socialrec.evaluation.metrics import category_diversity, list_ranks, metrics_from_ranks, target_ranks
-from socialrec.features.collaborative import fit_als
+from socialrec.evaluation.metrics import (category_diversity, list_ranks, metrics_from_ranks, paired_difference,
+                                         target_ranks)
+from socialrec.features.collaborative import fit_als, interaction_pairs
 from socialrec.inference import fusion as fu
 from socialrec.inference import model_store
 from socialrec.inference.scoring import fusion_inputs, user_context
@@ -164,7 +166,7 @@ def evaluate(ctx: RunContext) -> dict:
         shared["popularity"] = _share(spark, popularity)
     pairs = None
     if "itemknn" in names or "als" in names:
-        pairs = bl.interactions(sequences).persist()
+        pairs = interaction_pairs(sequences, held_out_steps=1).persist()
     if "itemknn" in names:
         started = time.perf_counter()
         knn_conf = settings.get("itemknn") or {}
@@ -235,6 +237,18 @@ def evaluate(ctx: RunContext) -> dict:
     table = spark.createDataFrame(rows, "run_id string, model string, metric string, value double, users long")
     ctx.commit("gold.metrics", table, mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
     ctx.report.metrics.update(metrics)  # {model_name: {metric: value}} only
+    ctx.report.comparisons.update(compare_with_model(ranks, models, settings["compare"]))
     ctx.report.metrics_by_group.update(by_group)
     return {"users_evaluated": len(ranks), "rows_out": len(rows), "models": list(models),
             "group_sizes": group_sizes, "metrics_by_group": by_group, "timings": timings, **figures}
+
+
+def compare_with_model(ranks: pd.DataFrame, models, compare_conf: dict) -> dict:
+    """{other model: {metric: paired_difference of `model` minus it}} over the same users, for every other row
+    of the table (variants, fused, baselines), so a lead or a gap is read with its confidence interval."""
+    if "model" not in ranks:
+        return {}
+    confidence = float(compare_conf["confidence"])
+    return {other: {metric: paired_difference(ranks["model"].to_numpy(), ranks[other].to_numpy(), metric, confidence)
+                    for metric in compare_conf["metrics"]}
+            for other in models if other != "model"}

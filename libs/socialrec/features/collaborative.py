@@ -42,11 +42,12 @@ def fit_als(pairs: DataFrame, n_items: int, params: dict):
     return users, items
 
 
-def before_validation_pairs(sequences: DataFrame) -> DataFrame:
-    """(user_idx, item_idx, strength = occurrences) of the steps the model trains on: gold.user_sequences items
-    before the validation step (the whole history for users without a holdout), so neither the validation
-    item that early stopping scores nor the test item reaches the factors."""
-    kept = F.when(F.col("test_item") > 0, F.slice("items", 1, F.size("items") - 2)).otherwise(F.col("items"))
+def interaction_pairs(sequences: DataFrame, held_out_steps: int) -> DataFrame:
+    """(user_idx, item_idx, strength = occurrences) of each gold.user_sequences user's steps before their last
+    `held_out_steps` (the whole history for users without a holdout; a re-visit after other items is a new
+    step). 1 holds out the test step: what the baselines fit on. 2 holds out the validation step too: what the
+    model trains on, so early stopping scores an item the factors never saw."""
+    kept = F.when(F.col("test_item") > 0, F.slice("items", 1, F.size("items") - held_out_steps)).otherwise(F.col("items"))
     return (
         sequences.select("user_idx", F.explode(kept).alias("item_idx"))
         .where(F.col("item_idx") > 0)
@@ -55,8 +56,11 @@ def before_validation_pairs(sequences: DataFrame) -> DataFrame:
 
 
 def item_factor_table(sequences: DataFrame, n_items: int, params: dict) -> np.ndarray:
-    """[n_items + 1, rank] float32 ALS item factors as fitted, zero rows for padding and items ALS never saw."""
-    _, factors = fit_als(before_validation_pairs(sequences), n_items, params)
+    """[n_items + 1, rank] float32 ALS item factors as fitted, zero rows for padding and items ALS never saw.
+    Fitted on the steps before validation, or with `with_validation` on every step before the test step, as the
+    ALS baseline is (early stopping then sees the validation item in the factors, as it sees training items)."""
+    pairs = interaction_pairs(sequences, held_out_steps=1 if params.get("with_validation") else 2)
+    _, factors = fit_als(pairs, n_items, params)
     factors = np.nan_to_num(factors, nan=0.0)
     factors[0] = 0.0
     return factors.astype(np.float32)

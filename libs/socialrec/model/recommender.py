@@ -77,10 +77,15 @@ class SocialSequenceRecommender(nn.Module):
         )
         init_std = bert_config.initializer_range
 
-        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=init_std)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        self.use_item_id = bool(model_conf.get("use_item_id", True))
+        if not (self.use_item_id or self.use_text or self.use_cf):
+            raise ValueError("model.use_item_id is off and no item feature (use_text, use_cf) is on: "
+                             "items would have no representation")
+        if self.use_item_id:
+            self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+            nn.init.normal_(self.item_embedding.weight, std=init_std)
+            with torch.no_grad():
+                self.item_embedding.weight[0].zero_()
 
         self.text_dim = self._frozen_item_feature("text", text_embeddings) if self.use_text else 0
         if self.use_cf:
@@ -131,9 +136,10 @@ class SocialSequenceRecommender(nn.Module):
         return matrix.shape[1]
 
     def input_representations(self) -> Tensor:
-        """[n_items + 1, hidden] what the transformer and the social attention see of an item: id embedding plus
-        each projected frozen feature (text, cf) where the item has it; row 0 is padding."""
-        representation = self.item_embedding.weight
+        """[n_items + 1, hidden] what the transformer and the social attention see of an item: id embedding (under
+        use_item_id) plus each projected frozen feature (text, cf) where the item has it; row 0 is padding."""
+        representation = (self.item_embedding.weight if self.use_item_id
+                          else self.encoder.embeddings.word_embeddings.weight.new_zeros(self.n_items + 1, self.hidden))
         for name in ("text", "cf"):
             if getattr(self, f"use_{name}"):
                 table = getattr(self, f"{name}_embeddings")

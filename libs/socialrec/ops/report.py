@@ -9,6 +9,8 @@ import io
 import json
 from pathlib import Path
 
+from socialrec.evaluation.metrics import format_comparison
+
 PLOT_METRICS = ("ndcg@10", "recall@20")
 
 CSS = """
@@ -141,6 +143,13 @@ def render_html(report: dict, plot_png: bytes | None = None) -> str:
         models = sorted(metrics, key=lambda m: (m != "model", m))  # the model first, beside every baseline
         parts.append(_table(["model", *keys], [[m, *[metrics[m].get(k) for k in keys]] for m in models],
                             ["model" if m == "model" else "" for m in models]))
+        comparisons = report.get("comparisons") or {}
+        if comparisons:
+            compared = list(dict.fromkeys(metric for by_metric in comparisons.values() for metric in by_metric))
+            parts.append("<h3>The model minus each row, per user (mean, confidence interval, paired p-value)</h3>")
+            parts.append(_table(["row", *compared], [
+                [other, *[format_comparison(by_metric[m]) if m in by_metric else None for m in compared]]
+                for other, by_metric in comparisons.items()]))
         if plot_png:
             encoded = base64.b64encode(plot_png).decode("ascii")
             parts.append(f'<p><img alt="NDCG@10 and Recall@20 per model" src="data:image/png;base64,{encoded}"></p>')
