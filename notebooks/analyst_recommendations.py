@@ -100,6 +100,25 @@ for run_id, row in ndcg.iterrows():
 
 # COMMAND ----------
 
+# MAGIC %md ## Per user group in the latest run (cold users with few events, users with and without friends)
+
+# COMMAND ----------
+
+latest_run = max(groups["run_id"]) if len(groups) else None
+if latest_run:
+    latest_groups = groups[(groups["run_id"] == latest_run) & (groups["metric"] == "ndcg@10")].copy()
+    latest_groups[["model", "group"]] = latest_groups["model"].str.split("|", n=1, expand=True)
+    per_group = latest_groups.pivot_table(index="group", columns="model", values="value")
+    ax = per_group.plot(kind="bar", figsize=(8, 3.5), title=f"NDCG@10 per user group, run {latest_run}")
+    ax.set_ylabel("NDCG@10 (test split)")
+    plt.xticks(rotation=0)
+    plt.tight_layout()
+    plt.show()
+    users = latest_groups.drop_duplicates("group").set_index("group")["users"].sort_index()
+    print(f"user groups in run {latest_run}: " + ", ".join(f"{group} {n:,} users" for group, n in users.items()))
+
+# COMMAND ----------
+
 # MAGIC %md ## Data-quality history (`ops.quality_results`)
 
 # COMMAND ----------

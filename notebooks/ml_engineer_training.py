@@ -15,6 +15,7 @@
 import matplotlib.pyplot as plt
 from pyspark.sql import functions as F
 
+from socialrec.evaluation.metrics import format_comparison
 from socialrec.io.tables import Lake
 from socialrec.ops.widgets import notebook_conf, param, param_bool
 
@@ -90,6 +91,10 @@ if "model" in this and len(baselines):
     best = baselines.idxmax()
     print(f"run {latest}: model ndcg@10={this['model']:.4f} vs best baseline {best}={baselines[best]:.4f} "
           f"({'ahead' if this['model'] > baselines[best] else 'behind'})")
+    # A run launched here carries the paired test of the model against each row (evaluate.compare).
+    paired = (report.comparisons.get(best) or {}).get("ndcg@10") if launch and latest == new_run else None
+    if paired:
+        print(f"  model minus {best}, paired over the same users: ndcg@10 {format_comparison(paired)}")
 cold = groups[(groups["run_id"] == latest) & (groups["metric"] == "ndcg@10")].set_index("model")["value"]
 if len(cold):
     print("by user group (ndcg@10): " + ", ".join(f"{k}={v:.4f}" for k, v in cold.sort_index().items()))

@@ -131,13 +131,15 @@ def analyst_on_spark(pipeline_lake, spark, tmp_path_factory):
 
 def _check_analyst_run(run, conf, report):
     out = run.output
-    assert len(run.figures) == 2 and all(p.read_bytes()[:8] == PNG for p in run.figures)
+    assert len(run.figures) == 3 and all(p.read_bytes()[:8] == PNG for p in run.figures)
     k = conf["infer"]["top_k"]
     assert f"recommendations: {k} (model" in out and f"run {report.run_id})" in out
     user = run.namespace["user_key"]
     assert re.search(rf"user: {re.escape(user)} \(user_idx \d+, \d+ steps", out)
     assert f"ndcg@10={report.metrics['model']['ndcg@10']:.4f}" in out  # metrics per run, from gold.metrics
     assert f"run {report.run_id}: " in out
+    sizes = sorted((group, n) for group, n in report.stages["evaluate"]["group_sizes"].items() if n)
+    assert f"user groups in run {report.run_id}: " + ", ".join(f"{g} {n:,} users" for g, n in sizes) in out
     assert re.search(r"quality checks: \d+ over 1 run\(s\), 0 failed", out)
     assert re.search(r"social graph: \d+ friends", out)
     recs = run.namespace["recs"]
@@ -187,4 +189,5 @@ def test_ml_engineer_notebook_trains_and_compares(pipeline_lake, spark, tmp_path
     assert "runs in gold.metrics: 2" in out
     assert f"run {report.run_id}: model ndcg@10={report.metrics['model']['ndcg@10']:.4f}" in out
     assert "<- this training run" in out and "vs best baseline" in out
+    assert "paired over the same users: ndcg@10 " in out and " p=" in out
     assert len(run.figures) == 1 and run.figures[0].read_bytes()[:8] == PNG

@@ -150,7 +150,7 @@ def test_notebook_figures_in_chromium(chromium, pipeline_lake, spark, tmp_path):
     out = tmp_path / "analyst"
     run = run_notebook(PROJECT_ROOT / "notebooks" / "analyst_recommendations.py", out, spark=spark,
                        params={"conf": "conf/test.yml", "lake": conf["lake"]["root"]})
-    assert len(run.figures) == 2
+    assert len(run.figures) == 3
     gallery = out / "index.html"
     gallery.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body><h1>analyst_recommendations"
                        "</h1>" + "".join(f'<figure><img alt="{p.stem}" src="{p.name}"></figure>' for p in run.figures)
