@@ -25,7 +25,8 @@ def closing_summary(report: RunReport, conf: dict) -> str:
             values = report.metrics[name]
             lines.append("  " + f"{name:<12}" + "".join(f"{values.get(k, 0):>{w}.4f}" for k, w in zip(keys, widths)))
     if report.comparisons:
-        lines.append("\nmodel minus each row, per user over the same users (mean, confidence interval, paired p-value):")
+        lines.append("\nmodel minus each row, per user over the same users "
+                     "(mean, confidence interval, paired p-value):")
         for name, by_metric in report.comparisons.items():
             lines.append("  " + f"{name:<12}" + "   ".join(f"{metric} {format_comparison(c)}"
                                                          for metric, c in by_metric.items()))
@@ -38,4 +39,3 @@ def closing_summary(report: RunReport, conf: dict) -> str:
         ".execute('SELECT ...').read_all()",
     ]
     return "\n".join(lines)
-

@@ -47,7 +47,8 @@ def interaction_pairs(sequences: DataFrame, held_out_steps: int) -> DataFrame:
     `held_out_steps` (the whole history for users without a holdout; a re-visit after other items is a new
     step). 1 holds out the test step: what the baselines fit on. 2 holds out the validation step too: what the
     model trains on, so early stopping scores an item the factors never saw."""
-    kept = F.when(F.col("test_item") > 0, F.slice("items", 1, F.size("items") - held_out_steps)).otherwise(F.col("items"))
+    before_holdout = F.slice("items", 1, F.size("items") - held_out_steps)
+    kept = F.when(F.col("test_item") > 0, before_holdout).otherwise(F.col("items"))
     return (
         sequences.select("user_idx", F.explode(kept).alias("item_idx"))
         .where(F.col("item_idx") > 0)

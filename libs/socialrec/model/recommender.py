@@ -138,16 +138,15 @@ class SocialSequenceRecommender(nn.Module):
     def input_representations(self) -> Tensor:
         """[n_items + 1, hidden] what the transformer and the social attention see of an item: id embedding (under
         use_item_id) plus each projected frozen feature (text, cf) where the item has it; row 0 is padding."""
-        representation = (self.item_embedding.weight if self.use_item_id
-                          else self.encoder.embeddings.word_embeddings.weight.new_zeros(self.n_items + 1, self.hidden))
+        terms = [self.item_embedding.weight] if self.use_item_id else []
         for name in ("text", "cf"):
             if getattr(self, f"use_{name}"):
                 table = getattr(self, f"{name}_embeddings")
                 if name == "cf":
                     table = table / self.cf_scale
                 projected = getattr(self, f"{name}_projection")(table)
-                representation = representation + projected * getattr(self, f"has_{name}").unsqueeze(1).to(projected.dtype)
-        return representation
+                terms.append(projected * getattr(self, f"has_{name}").unsqueeze(1).to(projected.dtype))
+        return sum(terms[1:], terms[0])  # the constructor guarantees at least one term
 
     def item_representations(self) -> Tensor:
         """[n_items + 1, dim] the output item vectors every score is a dot product with: the input representation,
