@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoint, save_checkpoint
+from socialrec.model.recommender import ItemTable, SocialSequenceRecommender, load_checkpoint, save_checkpoint
 
 N_ITEMS = 30
 MAX_LEN = 8
@@ -182,7 +182,7 @@ def test_scores_add_the_weighted_als_score_of_the_folded_in_user():
     with torch.no_grad():
         model.cf_log_weight.fill_(math.log(2.5))
         inputs = model.input_representations()
-        states = model._fuse_social(model.sequence_states(batch)[:, -1:], batch, inputs)[:, 0]
+        states = model._fuse_social(model.sequence_states(batch)[:, -1:], batch, ItemTable(inputs))[:, 0]
         als = model.fold_in(batch["items"])[:, -1] @ model.cf_embeddings[1:].T
         assert torch.allclose(model.score_all(batch)[:, 1:], states @ inputs[1:].T + 2.5 * als, atol=1e-4)
 
@@ -312,8 +312,8 @@ def test_sampled_softmax_subtracts_log_q_and_masks_accidental_hits():
     assert q[0] == 0 and torch.allclose(q[1:], torch.arange(2, N_ITEMS + 2) / torch.arange(2, N_ITEMS + 2).sum())
     representations = model.item_representations().detach()
     queries, labels = torch.randn(5, 32 + CF_RANK), torch.tensor([1, 2, 3, 4, 5])
-    torch.manual_seed(3)
-    logits, positive_index, candidates = model._sampled_logits(queries, labels, representations)
+    candidates = torch.tensor([1, 7, 7, 12, 30, 3, 29, 2])
+    logits, positive_index = model._sampled_logits(queries, labels, ItemTable(representations), candidates)
     assert logits.shape == (5, 9) and positive_index.tolist() == [0] * 5
     raw = queries @ representations.T
     assert torch.allclose(logits[:, 0], raw[torch.arange(5), labels] - q[labels].log(), atol=1e-5)
@@ -322,11 +322,32 @@ def test_sampled_softmax_subtracts_log_q_and_masks_accidental_hits():
     assert torch.allclose(logits[:, 1:][~hit], expected[~hit], atol=1e-5)
     assert torch.isneginf(logits[:, 1:][hit]).all()
 
-    only_item_5 = torch.zeros(N_ITEMS + 1)
-    only_item_5[5] = 1.0
-    model.sampling_probs = only_item_5  # every negative is the label itself: only the positive remains
-    logits, _, _ = model._sampled_logits(queries[4:], labels[4:], representations)
+    every_negative_is_the_label = torch.full((8,), 5)  # only the positive remains
+    logits, _ = model._sampled_logits(queries[4:], labels[4:], ItemTable(representations), every_negative_is_the_label)
     assert torch.isneginf(logits[:, 1:]).all() and F_cross_entropy(logits) == 0.0
+
+
+def test_the_sampled_loss_projects_only_the_batch_items_and_equals_the_full_table_loss(monkeypatch):
+    model = sampled_model(dropout=0.0)
+    batch = make_batch(batch_size=6)
+    table = model.batch_items(batch, torch.tensor([30, 2]))
+    touched = set(batch["items"].flatten().tolist()) | set(batch["friend_items"].flatten().tolist()) | {30, 2}
+    assert table.ids.tolist() == sorted(touched) and len(table.ids) < N_ITEMS + 1
+    with torch.no_grad():
+        assert torch.allclose(table[batch["items"]], model.input_representations()[batch["items"]], atol=1e-6)
+
+    def loss_and_gradient():
+        model.zero_grad()
+        torch.manual_seed(11)  # the same negatives and target draws
+        loss = model.training_loss(batch)
+        loss.backward()
+        return loss.detach(), model.text_projection.weight.grad.clone()
+
+    subset_loss, subset_gradient = loss_and_gradient()
+    monkeypatch.setattr(model, "batch_items", lambda batch, *extra: ItemTable(model.input_representations()))
+    full_loss, full_gradient = loss_and_gradient()
+    assert torch.allclose(subset_loss, full_loss, atol=1e-5)
+    assert torch.allclose(subset_gradient, full_gradient, atol=1e-5)
 
 
 def F_cross_entropy(logits: torch.Tensor) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,36 +136,51 @@ class SocialSequenceRecommender(nn.Module):
         setattr(self, f"{name}_projection", nn.Linear(matrix.shape[1], self.hidden))
         return matrix.shape[1]
 
-    def input_representations(self) -> Tensor:
+    def input_representations(self, ids: Tensor | None = None) -> Tensor:
         """[n_items + 1, hidden] what the transformer and the social attention see of an item: id embedding (under
-        use_item_id) plus each projected frozen feature (text, cf) where the item has it; row 0 is padding."""
-        terms = [self.item_embedding.weight] if self.use_item_id else []
+        use_item_id) plus each projected frozen feature (text, cf) where the item has it; row 0 is padding.
+        With `ids` (sorted, unique) only those items' rows, [len(ids), hidden]."""
+        terms = []
+        if self.use_item_id:
+            terms.append(self.item_embedding.weight if ids is None else self.item_embedding(ids))
         for name in ("text", "cf"):
             if getattr(self, f"use_{name}"):
-                table = getattr(self, f"{name}_embeddings")
+                table, present = getattr(self, f"{name}_embeddings"), getattr(self, f"has_{name}")
+                if ids is not None:
+                    table, present = table[ids], present[ids]
                 if name == "cf":
                     table = table / self.cf_scale
                 projected = getattr(self, f"{name}_projection")(table)
-                terms.append(projected * getattr(self, f"has_{name}").unsqueeze(1).to(projected.dtype))
+                terms.append(projected * present.unsqueeze(1).to(projected.dtype))
         return sum(terms[1:], terms[0])  # the constructor guarantees at least one term
 
-    def item_representations(self) -> Tensor:
-        """[n_items + 1, dim] the output item vectors every score is a dot product with: the input representation,
-        followed under use_cf by the item's ALS factors (dim = hidden + rank), so scoring, top-K and the index
-        stay one matrix product."""
-        representation = self.input_representations()
+    def item_representations(self, ids: Tensor | None = None, inputs: Tensor | None = None) -> Tensor:
+        """[n_items + 1, dim] the output item vectors every score is a dot product with: the input representation
+        (`inputs` when the caller has it already), followed under use_cf by the item's ALS factors (dim = hidden +
+        rank), so scoring, top-K and the index stay one matrix product. With `ids` only those items' rows."""
+        representation = self.input_representations(ids) if inputs is None else inputs
         if self.use_cf:
-            representation = torch.cat([representation, self.cf_embeddings.to(representation.dtype)], dim=1)
+            factors = self.cf_embeddings if ids is None else self.cf_embeddings[ids]
+            representation = torch.cat([representation, factors.to(representation.dtype)], dim=1)
         return representation
+
+    def batch_items(self, batch, *extra: Tensor) -> ItemTable:
+        """The input representations of the items a batch reads (its windows, friends' items, `extra`) and no
+        other: projecting a large catalogue's frozen features costs more than the transformer on the batch."""
+        touched = [batch["items"].flatten(), *(values.flatten() for values in extra)]
+        if self.use_social:
+            touched.append(batch["friend_items"].flatten())
+        ids = torch.unique(torch.cat(touched))
+        return ItemTable(self.input_representations(ids), ids)
 
     def sequence_states(self, batch) -> Tensor:
         """[B, L, hidden] behaviour states; position t sees steps <= t only."""
-        return self._behaviour_states(batch, self.input_representations())
+        return self._behaviour_states(batch, self.batch_items(batch))
 
     def user_vectors(self, batch) -> Tensor:
         """[B, dim]: the latest step's state fused with the friends' items (and the user's folded-in ALS factors
         under use_cf), the left side of every score."""
-        inputs = self.input_representations()
+        inputs = self.batch_items(batch)
         last_states = self._fuse_social(self._behaviour_states(batch, inputs)[:, -1:], batch, inputs)
         return self._with_fold_in(last_states, batch["items"])[:, 0]
 
@@ -203,11 +219,14 @@ class SocialSequenceRecommender(nn.Module):
         the user already had: an item seen at or before a step is no negative there, and a repeat is no target.
         """
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
-        inputs_representations = self.input_representations()
-        states = self._fuse_social(self._behaviour_states(batch, inputs_representations), batch,
-                                   inputs_representations)
+        if self.loss == "sampled":  # the loss reads the batch's items and the negatives only
+            candidates = torch.multinomial(self.sampling_probs, self.negatives, replacement=True)      # [S]
+            item_inputs = self.batch_items(batch, candidates)
+        else:
+            candidates, item_inputs = None, ItemTable(self.input_representations())
+        states = self._fuse_social(self._behaviour_states(batch, item_inputs), batch, item_inputs)
         states = self._with_fold_in(states, batch["items"])
-        representations = self.item_representations()
+        item_outputs = ItemTable(self.item_representations(item_inputs.ids, item_inputs.rows), item_inputs.ids)
         inputs, targets = batch["items"][:, :-1], self._targets(batch["items"], exclude_seen)
         # A padding input has seen nothing, a padding target is nothing to predict.
         pairs = (inputs > 0) & (targets > 0)
@@ -215,10 +234,10 @@ class SocialSequenceRecommender(nn.Module):
             pairs &= first_positions(inputs, targets) > torch.arange(inputs.shape[1], device=inputs.device)
         rows, steps = pairs.nonzero(as_tuple=True)
         queries, labels = states[:, :-1][pairs], targets[pairs]
-        if self.loss == "sampled":
-            logits, labels, candidates = self._sampled_logits(queries, labels, representations)
+        if candidates is not None:
+            logits, labels = self._sampled_logits(queries, labels, item_outputs, candidates)
         else:
-            logits, candidates = self._scores(queries, representations), None
+            logits = self._scores(queries, item_outputs.rows)
         if exclude_seen:
             logits = self._mask_seen(logits, inputs, rows, steps, candidates)
         total = F.cross_entropy(logits.float(), labels, reduction="sum")
@@ -260,16 +279,16 @@ class SocialSequenceRecommender(nn.Module):
         seen = first_positions(inputs, candidates.expand(len(inputs), -1))[rows] <= steps[:, None]
         return logits.masked_fill(torch.cat([seen.new_zeros((len(seen), 1)), seen], dim=1), float("-inf"))
 
-    def _sampled_logits(self, queries: Tensor, labels: Tensor, representations: Tensor):
-        """[P, 1 + S] logits of the positive then S shared negatives, each minus log Q(item) (Yi et al., 2019),
-        so the sampled softmax estimates the full one without popularity bias; accidental hits are masked."""
-        candidates = torch.multinomial(self.sampling_probs, self.negatives, replacement=True)       # [S]
+    def _sampled_logits(self, queries: Tensor, labels: Tensor, representations: ItemTable, candidates: Tensor):
+        """[P, 1 + S] logits of the positive then the S shared negatives `candidates`, each minus log Q(item)
+        (Yi et al., 2019), so the sampled softmax estimates the full one without popularity bias; accidental hits
+        are masked. Returns the logits and the positive's column (0) per pair."""
         log_q = self.sampling_probs.log()
         negatives = queries @ representations[candidates].to(queries.dtype).T - log_q[candidates].to(queries.dtype)
         negatives = negatives.masked_fill(candidates[None, :] == labels[:, None], float("-inf"))
         positive = (queries * representations[labels].to(queries.dtype)).sum(-1, keepdim=True)
         logits = torch.cat([positive - log_q[labels, None].to(queries.dtype), negatives], dim=1)
-        return logits, torch.zeros_like(labels), candidates
+        return logits, torch.zeros_like(labels)
 
     def forward(self, batch) -> Tensor:
         """The training loss: DDP only synchronises gradients of computations that go through forward()."""
@@ -279,23 +298,23 @@ class SocialSequenceRecommender(nn.Module):
         """[B, n_items + 1] scores of every item; column 0 (padding) is -inf."""
         return self._scores(self.user_vectors(batch), self.item_representations())
 
-    def _behaviour_states(self, batch, representations: Tensor) -> Tensor:
+    def _behaviour_states(self, batch, representations: ItemTable) -> Tensor:
         items = batch["items"]
-        inputs = F.embedding(items, representations)
+        inputs = representations[items]
         if self.use_context:
             inputs = (inputs + self.event_type_embedding(batch["event_types"]) + self.hour_embedding(batch["hours"])
                       + self.gap_embedding(batch["gaps"]))
         mask = causal_padding_mask(items, inputs.dtype)
         return self.encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
 
-    def _fuse_social(self, states: Tensor, batch, representations: Tensor) -> Tensor:
+    def _fuse_social(self, states: Tensor, batch, representations: ItemTable) -> Tensor:
         """Attend over friends' items with each behaviour state as the query, then gate per user and step:
         g = sigmoid(W[h_b; h_s] + b), h = g*h_b + (1-g)*h_s. Users without friend items keep h_b exactly."""
         if not self.use_social:
             return states
         friend_items = batch["friend_items"]
         is_friend_item = friend_items > 0                                  # [B, F]
-        friends = F.embedding(friend_items, representations)               # [B, F, H]
+        friends = representations[friend_items]                            # [B, F, H]
         attention = torch.einsum("blh,bfh->blf", self.social_query(states), self.social_key(friends))
         attention = attention / math.sqrt(self.hidden)
         # finfo.min rather than -inf: users without friend items get a finite (discarded) softmax, not NaN.
@@ -311,6 +330,17 @@ class SocialSequenceRecommender(nn.Module):
         item_scores = user_vectors @ representations[1:].to(user_vectors.dtype).T
         padding = item_scores.new_full((item_scores.shape[0], 1), float("-inf"))
         return torch.cat([padding, item_scores], dim=1)
+
+
+@dataclass
+class ItemTable:
+    """Item vectors looked up by item id: `rows` holds every item (ids None, row i = item i) or the sorted,
+    unique item `ids` only."""
+    rows: Tensor
+    ids: Tensor | None = None
+
+    def __getitem__(self, items: Tensor) -> Tensor:
+        return F.embedding(items if self.ids is None else torch.searchsorted(self.ids, items), self.rows)
 
 
 def first_positions(items: Tensor, candidates: Tensor) -> Tensor:
