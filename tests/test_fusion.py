@@ -142,6 +142,33 @@ def test_category_cap_with_greedy_rerank_and_fill():
     assert list(fu.diversify(categories, 3, None)) == [0, 1, 2]
 
 
+def test_soft_cap_gives_way_only_to_a_close_replacement():
+    categories = np.array(["a", "a", "a", "b", "a", "c"], dtype=object)
+    scores = np.array([9.0, 8.5, 8.0, 7.9, 5.0, 4.8])
+    # Item 2 (8.0) is over a's cap of 2; the best replacement, item 3 (7.9), is 0.1 lower: it gives way.
+    # Item 4 (5.0) is over the cap too, but its replacement (item 5, 4.8) is only 0.2 lower: it gives way too.
+    assert list(fu.diversify(categories, 4, 2, scores=scores, max_score_loss=0.5)) == [0, 1, 3, 5]
+    # A loss budget below 0.1: item 2 keeps its place, the hard cap's pick order no longer applies.
+    assert list(fu.diversify(categories, 4, 2, scores=scores, max_score_loss=0.05)) == [0, 1, 2, 3]
+    # No replacement in the list at all: the capped item keeps its place.
+    assert list(fu.diversify(np.array(["a"] * 3, dtype=object), 3, 1, scores=np.array([3.0, 2.0, 1.0]),
+                             max_score_loss=10.0)) == [0, 1, 2]
+    # Without a budget the cap is hard, whatever the scores.
+    assert list(fu.diversify(categories, 4, 2, scores=scores)) == [0, 1, 3, 5]
+    with pytest.raises(ValueError, match="cap_max_score_loss"):
+        fu.FusionSettings.from_conf({"cap_max_score_loss": -1})
+    assert fu.FusionSettings.from_conf({"cap_max_score_loss": 0.5}).cap_max_score_loss == 0.5
+
+
+def test_soft_cap_in_the_shown_order_of_a_ranked_user():
+    scores = np.array([[-np.inf, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]])
+    hard = settings(max_per_category=1, candidate_pool=8)
+    soft = settings(max_per_category=1, candidate_pool=8, cap_max_score_loss=0.5)
+    categories = catalogue().category
+    assert list(fu.rule_ranked(scores, categories, soft, page=4, shown=4)[0][:4]) == [1, 2, 3, 4]
+    assert list(fu.rule_ranked(scores, categories, hard, page=4, shown=4)[0][:4]) != [1, 2, 3, 4]
+
+
 def test_calibrated_caps_follow_the_users_own_category_shares():
     s = settings(max_per_category=2, calibrated_cap=True)
     categories = np.array([None, "dvd", "book", "toy", None], dtype=object)  # item ids 1..4

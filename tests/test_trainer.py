@@ -126,6 +126,8 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(training, tmp_pa
     assert not ray.is_initialized()
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint is not None and json.loads((Path(checkpoint) / "meta.json").read_text())["epoch"] == 0
+    # Ray keeps its checkpoint manager's state beside the epoch checkpoints, under a name they share a prefix with.
+    (Path(checkpoint).parent / "checkpoint_manager_snapshot.json").write_text("{}")
 
     resumed = train_recommender(**{**problem, "conf": conf}, output_dir=str(tmp_path / "resumed"),
                                 resume_from=checkpoint)

@@ -53,6 +53,7 @@ class FusionSettings:
     candidate_pool: int = 200
     max_per_category: int | None = 5
     calibrated_cap: bool = False
+    cap_max_score_loss: float | None = None
     mmr_lambda: float = 1.0
     exclude_purchased: bool = True
     repeat_purchase_categories: tuple = ()
@@ -90,6 +91,7 @@ class FusionSettings:
             candidate_pool=int(infer.get("candidate_pool", defaults.candidate_pool)),
             max_per_category=infer.get("max_per_category", defaults.max_per_category),
             calibrated_cap=bool(infer.get("calibrated_cap", defaults.calibrated_cap)),
+            cap_max_score_loss=checked_score_loss(infer.get("cap_max_score_loss", defaults.cap_max_score_loss)),
             mmr_lambda=checked_mmr_lambda(infer.get("mmr_lambda", defaults.mmr_lambda)),
             exclude_purchased=bool(infer.get("exclude_purchased", True)),
             repeat_purchase_categories=tuple(infer.get("repeat_purchase_categories") or ()),
@@ -97,6 +99,14 @@ class FusionSettings:
             price_band=infer.get("price_band"),
             cold_start_popular=int(fusion.get("cold_start_popular", defaults.cold_start_popular)),
         )
+
+
+def checked_score_loss(value) -> float | None:
+    if value is None:
+        return None
+    if float(value) < 0:
+        raise ValueError(f"infer.cap_max_score_loss: expected a number >= 0 or null (a hard cap), got {value}")
+    return float(value)
 
 
 def checked_mmr_lambda(value) -> float:
@@ -372,20 +382,37 @@ def known_category(category) -> bool:
     return category is not None and not (isinstance(category, float) and np.isnan(category))
 
 
-def diversify(categories: np.ndarray, k: int, max_per_category: int | None, caps: dict | None = None) -> np.ndarray:
+def diversify(categories: np.ndarray, k: int, max_per_category: int | None, caps: dict | None = None,
+              scores: np.ndarray | None = None, max_score_loss: float | None = None) -> np.ndarray:
     """Greedy re-rank of candidates already sorted best first: take each next candidate unless its category
     already has `max_per_category` picks (or its raised cap in `caps`; unknown categories are never capped).
     When the cap leaves fewer than k, the best skipped candidates fill the remaining places (so a user still
-    gets k items if k exist). Returns positions into the candidate list, in final rank order."""
+    gets k items if k exist). Returns positions into the candidate list, in final rank order.
+
+    With `max_score_loss` (and the candidates' `scores`) the cap is soft: a capped candidate gives way only when
+    the best candidate that could take its place scores at most that much lower. Why: where a user's next items
+    lie in one or two categories (Ciao), a hard cap hands half the list to items the ranking thinks far worse;
+    the soft cap still breaks up near-ties, where diversity costs little."""
     if not max_per_category:
         return np.arange(min(k, len(categories)))
     caps = caps or {}
     picked, skipped, used = [], [], {}
+
+    def is_full(category) -> bool:
+        return known_category(category) and used.get(category, 0) >= caps.get(category, max_per_category)
+
+    def cap_costs_too_much(position: int) -> bool:
+        if max_score_loss is None:
+            return False
+        replacement = next((later for later in range(position + 1, len(categories))
+                            if not is_full(categories[later])), None)
+        return replacement is None or scores[position] - scores[replacement] > max_score_loss
+
     for position, category in enumerate(categories):
         if len(picked) == k:
             break
         if known_category(category):
-            if used.get(category, 0) >= caps.get(category, max_per_category):
+            if is_full(category) and not cap_costs_too_much(position):
                 skipped.append(position)
                 continue
             used[category] = used.get(category, 0) + 1
@@ -395,16 +422,19 @@ def diversify(categories: np.ndarray, k: int, max_per_category: int | None, caps
 
 
 def shown_order(categories: np.ndarray, page: int, shown: int, max_per_category: int | None,
-                caps: dict | None = None) -> np.ndarray:
+                caps: dict | None = None, scores: np.ndarray | None = None,
+                max_score_loss: float | None = None) -> np.ndarray:
     """Positions into a best-first candidate list in the order a user paging through lists of `page` items sees
-    them: each page is `diversify`d among the candidates still left, up to `shown` positions; the rest keep their
-    order. With shown == page this is the single list recommendations store."""
+    them: each page is `diversify`d among the candidates still left (a soft cap with `max_score_loss` and their
+    `scores`), up to `shown` positions; the rest keep their order. With shown == page this is the single list
+    recommendations store."""
     categories = np.asarray(categories, dtype=object)
     remaining = np.arange(len(categories))
     picked: list[np.ndarray] = []
     count = 0
     while count < shown and len(remaining):
-        taken = remaining[diversify(categories[remaining], min(page, shown - count), max_per_category, caps)]
+        taken = remaining[diversify(categories[remaining], min(page, shown - count), max_per_category, caps,
+                                    None if scores is None else scores[remaining], max_score_loss)]
         picked.append(taken)
         count += len(taken)
         remaining = remaining[~np.isin(remaining, taken)]
@@ -430,11 +460,14 @@ def rule_ranked(scores: np.ndarray, categories: np.ndarray, settings: FusionSett
 def reranked(items: np.ndarray, scores: np.ndarray, categories: np.ndarray, settings: FusionSettings, page: int,
              shown: int, item_vectors: np.ndarray | None, caps: dict | None = None) -> np.ndarray:
     """Candidates sorted best first, in the order they are shown: MMR (when configured and item vectors exist),
-    then the category cap (raised per category by `caps`) per page of `page` items, up to `shown` positions;
-    the rest keep their order."""
+    then the category cap (raised per category by `caps`, soft under infer.cap_max_score_loss) per page of `page`
+    items, up to `shown` positions; the rest keep their order."""
+    scores = np.asarray(scores, dtype=np.float64)
     if item_vectors is not None and settings.mmr_lambda < 1.0:
-        items = items[mmr_order(scores, item_vectors[items], shown, settings.mmr_lambda)]
-    return items[shown_order(categories[items], page, shown, settings.max_per_category, caps)]
+        order = mmr_order(scores, item_vectors[items], shown, settings.mmr_lambda)
+        items, scores = items[order], scores[order]
+    return items[shown_order(categories[items], page, shown, settings.max_per_category, caps, scores,
+                             settings.cap_max_score_loss)]
 
 
 def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int) -> np.ndarray:

@@ -105,8 +105,9 @@ def train_recommender(conf: dict, train_files: list[str], valid_inputs: dict[str
         with result.get_best_checkpoint(metric=score_name, mode="max").as_directory() as directory:
             model, meta = load_checkpoint(directory)
         if resume_from:  # the interrupted run's best epoch may beat every epoch trained since
-            for earlier in Path(resume_from).parent.glob("checkpoint_*"):
-                earlier_model, earlier_meta = load_checkpoint(earlier)
+            # Epoch checkpoints only: Ray also keeps files named checkpoint_* there (checkpoint_manager_snapshot.json).
+            for earlier in Path(resume_from).parent.glob(f"checkpoint_*/{TRAIN_STATE_FILE}"):
+                earlier_model, earlier_meta = load_checkpoint(earlier.parent)
                 if earlier_meta["metrics"][score_name] > meta["metrics"][score_name]:
                     model, meta = earlier_model, earlier_meta
         save_checkpoint(best_dir, model, meta)
