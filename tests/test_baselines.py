@@ -60,6 +60,15 @@ def test_top_neighbours_keep_the_most_similar_with_ties_by_item_id():
     assert cols.tolist() == [2, 1] and vals.tolist() == [0.9, 0.5]
 
 
+def test_item_similarity_built_in_blocks_equals_the_whole_product():
+    rng = np.random.default_rng(5)
+    users, items = rng.integers(0, 40, 600), rng.integers(1, 81, 600)
+    whole = bl.cosine_neighbours_local(users, items, 80, neighbours=7)
+    blocked = bl.cosine_neighbours_local(users, items, 80, neighbours=7, block_entries=50)  # dozens of blocks
+    assert as_dict(*blocked) == pytest.approx(as_dict(*whole)) and len(blocked[0]) == len(whole[0])
+    assert list(bl.blocks_of(np.array([3, 3, 9, 1, 1]), 6)) == [(0, 2), (2, 3), (3, 5)]
+
+
 def test_item_knn_scores_sum_similarities_of_the_history():
     users, items = training_pairs()
     matrix = bl.similarity_matrix(*bl.cosine_neighbours_local(users, items, N_ITEMS, neighbours=2), N_ITEMS)

@@ -52,10 +52,13 @@ def top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):
     return rows[keep].astype(np.int64), cols[keep].astype(np.int64), vals[keep].astype(np.float64)
 
 
-def cosine_neighbours_local(user_idx, item_idx, n_items: int, neighbours: int):
+def cosine_neighbours_local(user_idx, item_idx, n_items: int, neighbours: int, block_entries: int = 20_000_000):
     """Top-`neighbours` cosine neighbours per item from (user, item) pairs, by a sparse product on the driver.
 
     sim(i, j) = |users with i and j| / sqrt(|users with i| · |users with j|), i != j. Needs scipy.
+    XᵀX is built a block of item rows at a time, each block holding at most about `block_entries` co-occurrence
+    entries before its top neighbours are kept: a few heavy users (Epinions has raters of thousands of items) make
+    the whole product far larger than the pairs (it took 17 GB and the OOM killer on 880k pairs).
     """
     if sparse is None:
         raise RuntimeError("scipy is not importable: build the item similarity with cosine_neighbours_spark")
@@ -66,11 +69,29 @@ def cosine_neighbours_local(user_idx, item_idx, n_items: int, neighbours: int):
     x.sum_duplicates()
     x.data[:] = 1.0  # a user either touched an item or not
     counts = np.asarray(x.sum(axis=0)).ravel()
-    both = (x.T @ x).tocoo()
-    off_diagonal = both.row != both.col
-    rows, cols, common = both.row[off_diagonal], both.col[off_diagonal], both.data[off_diagonal]
-    sims = common / np.sqrt(counts[rows] * counts[cols])
-    return top_per_row(rows, cols, sims, neighbours)
+    # Entries of item i's row of XᵀX: at most the sum of its users' item counts.
+    row_entries = x.T @ np.asarray(x.sum(axis=1)).ravel()
+    items_by_user = x.T.tocsr()
+    parts = []
+    for lo, hi in blocks_of(row_entries, block_entries):
+        both = (items_by_user[lo:hi] @ x).tocoo()
+        rows = both.row.astype(np.int64) + lo
+        off_diagonal = rows != both.col
+        rows, cols, common = rows[off_diagonal], both.col[off_diagonal], both.data[off_diagonal]
+        parts.append(top_per_row(rows, cols, common / np.sqrt(counts[rows] * counts[cols]), neighbours))
+    return tuple(np.concatenate([part[column] for part in parts]) for column in range(3))
+
+
+def blocks_of(costs: np.ndarray, budget: int):
+    """Contiguous [lo, hi) ranges over `costs` whose sums stay within `budget` (a single costlier row is a block
+    of its own)."""
+    lo, total = 0, 0.0
+    for position, cost in enumerate(costs):
+        if position > lo and total + cost > budget:
+            yield lo, position
+            lo, total = position, 0.0
+        total += cost
+    yield lo, len(costs)
 
 
 def cosine_neighbours_spark(pairs: DataFrame, neighbours: int) -> DataFrame:

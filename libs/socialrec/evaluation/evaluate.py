@@ -174,7 +174,8 @@ def evaluate(ctx: RunContext) -> dict:
         n_pairs = pairs.count()
         if bl.sparse is not None and n_pairs <= int(knn_conf.get("driver_max_pairs", 2_000_000)):
             local = pairs.select("user_idx", "item_idx").toPandas()
-            rows, cols, vals = bl.cosine_neighbours_local(local["user_idx"], local["item_idx"], n_items, neighbours)
+            rows, cols, vals = bl.cosine_neighbours_local(local["user_idx"], local["item_idx"], n_items, neighbours,
+                                                          int(knn_conf.get("block_entries", 20_000_000)))
             figures["itemknn_similarity"] = "driver"
         else:
             sims = bl.cosine_neighbours_spark(pairs, neighbours).toPandas()
