@@ -58,7 +58,7 @@ def cosine_neighbours_local(user_idx, item_idx, n_items: int, neighbours: int, b
     sim(i, j) = |users with i and j| / sqrt(|users with i| · |users with j|), i != j. Needs scipy.
     XᵀX is built a block of item rows at a time, each block holding at most about `block_entries` co-occurrence
     entries before its top neighbours are kept: a few heavy users (Epinions has raters of thousands of items) make
-    the whole product far larger than the pairs (it took 17 GB and the OOM killer on 880k pairs).
+    the whole product far larger than the pairs (up to Σ deg² entries).
     """
     if sparse is None:
         raise RuntimeError("scipy is not importable: build the item similarity with cosine_neighbours_spark")
