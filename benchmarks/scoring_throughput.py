@@ -117,7 +117,7 @@ def trained_index(conf_path: str, lake: str, users: int, threads: int, lists: in
     """The index on what it is for: a trained model's item vectors (which cluster) and its users' vectors."""
     from socialrec.pipeline import make_context
 
-    conf = deep_merge(load_config(conf_path), {"lake": {"root": lake}})
+    conf = deep_merge(load_config(conf_path), {"lake": {"root": lake}, "infer": {"tune_fusion": {"enabled": False}}})
     ctx = make_context(conf, lake)
     inputs = scoring.scoring_inputs(ctx)
     records = inputs.histories.limit(users).toPandas().to_dict("records")
@@ -166,7 +166,8 @@ def main() -> None:
     conf = deep_merge(load_config(args.conf), {
         "lake": {"root": str(work / "lake")}, "spark": {"master": "local[1]"},
         "infer": {"torch_threads": args.threads, "approximate": {"enabled": False, "lists": args.lists,
-                                                                  "probes": args.probes}}})
+                                                                  "probes": args.probes},
+                  "tune_fusion": {"enabled": False}}})  # an untrained model: the configured re-ranking
     ctx = make_context(conf, str(work / "source"))
     n_items = model_store.publish_untrained(conf, ctx.lake, "bench")
     dim, batch, pool = conf["model"]["hidden"], conf["infer"]["batch_size"], conf["infer"]["candidate_pool"]

@@ -2,8 +2,8 @@
 # MAGIC %md
 # MAGIC # socialrec: launch a training run and compare runs
 # MAGIC
-# MAGIC Trains a new model on an existing lake (features already built) with `run_pipeline(stages=["train",
-# MAGIC "evaluate"])`, then compares every run recorded in `gold.metrics`. Parameters (widgets on Databricks;
+# MAGIC Trains a new model on an existing lake (features already built) with
+# MAGIC `run_pipeline(stages=["train", "tune_fusion", "evaluate"])`, then compares every run recorded in `gold.metrics`. Parameters (widgets on Databricks;
 # MAGIC `SOCIALREC_NB_<NAME>` env vars or defaults elsewhere): `conf`, `lake`, `set` (config overrides such as
 # MAGIC `train.epochs=2,model.hidden=32`), `train` (`false` only compares the runs already there).
 # MAGIC
@@ -31,14 +31,14 @@ print(f"lake: {lake.root}; epochs={conf['train']['epochs']} hidden={conf['model'
 
 # COMMAND ----------
 
-# MAGIC %md ## Launch: train, then evaluate against the baselines
+# MAGIC %md ## Launch: train, tune its fusion, then evaluate against the baselines
 
 # COMMAND ----------
 
 from socialrec.pipeline import run_pipeline
 
 if launch:
-    report = run_pipeline(conf, stages=["train", "evaluate"])
+    report = run_pipeline(conf, stages=["train", "tune_fusion", "evaluate"])
     train_figures = report.stages["train"]
     print(f"training run {report.run_id}: {report.status}; epochs {train_figures.get('epochs')}, "
           f"best epoch {train_figures.get('best_epoch')}, {train_figures.get('seconds')}s")

@@ -5,6 +5,8 @@ The lake is the test configuration (conf/test.yml) with fewer epochs and ALS ite
 pipeline stays within a few minutes on 2 cores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from socialrec.config import deep_merge
@@ -26,6 +28,11 @@ def build_lake(conf: dict, root) -> tuple[dict, object]:
         report = run_pipeline(lake_conf, progress=_BUILT["lines"].append)
         _BUILT["run"] = (lake_conf, report)
     return _BUILT["run"]
+
+
+def lake_folder(conf: dict, setting: str) -> Path:
+    """A working folder of the lake (reports, checkpoints) as the pipeline laid it out."""
+    return Path(conf["lake"]["root"]) / conf["lake"][setting]
 
 
 def progress_lines() -> list[str]:

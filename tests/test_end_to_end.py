@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest_pipeline import pipeline_lake, progress_lines  # noqa: F401  (the shared session fixture)
+from conftest_pipeline import lake_folder, pipeline_lake, progress_lines  # noqa: F401  (the shared session fixture)
 from socialrec.pipeline import STAGES
 
 METRIC_KEYS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10"}
@@ -35,7 +35,7 @@ def test_every_stage_runs_and_reports(finished_run):
     assert set(report.metrics) == RANKED
     assert all(set(values) >= METRIC_KEYS for values in report.metrics.values())
 
-    saved = json.loads((conf_path(conf, "reports_dir") / "latest.json").read_text())
+    saved = json.loads((lake_folder(conf, "reports_dir") / "latest.json").read_text())
     assert saved["run_id"] == report.run_id and saved["status"] == "ok"
     for key in ("source", "stages", "gates", "tables", "metrics"):
         assert key in saved
@@ -108,12 +108,6 @@ def test_tables_are_readable_from_another_process_without_spark(finished_run):
     version, rows = out.stdout.split()
     assert int(version) == report.tables["gold.recommendations"]["version"]
     assert int(rows) == report.tables["gold.recommendations"]["rows"]
-
-
-def conf_path(conf, setting):
-    from pathlib import Path
-
-    return Path(conf["lake"]["root"]) / conf["lake"][setting]
 
 
 @pytest.mark.slow

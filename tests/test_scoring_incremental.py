@@ -62,7 +62,7 @@ def _rows(df):
 
 @pytest.mark.slow
 def test_changed_since_rescoring_only_touches_users_with_new_events(spark, lake_conf, tmp_path):
-    conf = deep_merge(lake_conf, {"infer": {"top_k": 5}})
+    conf = deep_merge(lake_conf, {"infer": {"top_k": 5, "tune_fusion": {"enabled": False}}})
     source = tmp_path / "source"
     _write_source(source)
     quiet = {"progress": lambda _: None}

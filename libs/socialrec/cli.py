@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = commands.add_parser("run", help="run the pipeline end to end (or the stages named)",
-                              description="Run ingest -> clean -> features -> embed_text -> train -> infer -> "
+                              description="Run ingest -> clean -> features -> embed_text -> train -> tune_fusion -> infer -> "
                                           "evaluate (plus generate when no --source is given).")
     run.add_argument("--conf", help="config file (default conf/local.yml)")
     run.add_argument("--lake", help="lake root folder (overrides lake.root)")

@@ -14,7 +14,7 @@ from socialrec.run_context import RunContext, RunReport, StageTimer
 
 log = logging.getLogger("socialrec")
 
-STAGES = ("generate", "ingest", "clean", "features", "embed_text", "train", "infer", "evaluate")
+STAGES = ("generate", "ingest", "clean", "features", "embed_text", "train", "tune_fusion", "infer", "evaluate")
 
 
 def _stage_functions() -> dict[str, Callable[[RunContext, str], dict]]:
@@ -22,6 +22,7 @@ def _stage_functions() -> dict[str, Callable[[RunContext, str], dict]]:
     from socialrec.etl.generate import generate_source
     from socialrec.etl.ingest import ingest
     from socialrec.evaluation.evaluate import evaluate
+    from socialrec.evaluation.fusion_tuning import tune_fusion
     from socialrec.features.sequences import build_features
     from socialrec.features.text_embedding import embed_item_text
     from socialrec.inference.scoring import recommend
@@ -38,6 +39,7 @@ def _stage_functions() -> dict[str, Callable[[RunContext, str], dict]]:
         "features": lambda ctx, source: build_features(ctx),
         "embed_text": lambda ctx, source: embed_item_text(ctx),
         "train": lambda ctx, source: train(ctx),
+        "tune_fusion": lambda ctx, source: tune_fusion(ctx),
         "infer": lambda ctx, source: recommend(ctx),
         "evaluate": lambda ctx, source: evaluate(ctx),
     }
@@ -103,5 +105,5 @@ def run_pipeline(conf: dict, source: str | None = None, stages: list[str] | None
 
 
 def _headline(figures: dict) -> str:
-    keys = ("rows_in", "rows_out", "rows_quarantined", "rows_duplicates", "best_epoch", "users_evaluated")
+    keys = ("rows_in", "rows_out", "rows_quarantined", "rows_duplicates", "best_epoch", "chosen", "users_evaluated")
     return ", ".join(f"{k}={figures[k]}" for k in keys if k in figures) or "done"

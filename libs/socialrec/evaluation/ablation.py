@@ -25,7 +25,7 @@ def stages_to_run(conf: dict, source: str | None) -> list[str]:
 
     gold = Path(conf["lake"]["root"]) / conf["lake"]["tables"]["gold.train_examples"]
     if (gold / "_delta_log").is_dir():
-        return ["train", "evaluate"]
+        return ["train", "tune_fusion", "evaluate"]
     return [stage for stage in STAGES if stage != "infer" and (source is None or stage != "generate")]
 
 

@@ -48,7 +48,9 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
     ({items, settings, as_of, event_names, page}) also `fused`: the model's scores fused with social proof,
     sentiment, freshness and popularity, from friends' events before the user's test step only, and ranked as
     recommendations are shown (MMR where infer.mmr_lambda < 1, pages of `page` items under
-    infer.max_per_category)."""
+    infer.max_per_category). `fusion["variants"]` ({column: settings}, same weights, other re-ranking) ranks one
+    fused score several ways at the cost of one: the tune_fusion stage's grid."""
+    variants = fused_variants(fusion)
 
     def run(frames):
         import torch
@@ -56,7 +58,7 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
         torch.set_num_threads(threads)
         models = {name: model_store.load_model(path)[0] for name, path in checkpoints.items()}
         item_vectors = None
-        if fusion is not None and fusion["settings"].mmr_lambda < 1.0:
+        if any(variant.mmr_lambda < 1.0 for variant in variants.values()):
             with torch.inference_mode():
                 item_vectors = fu.unit_vectors(models["model"].item_representations().float().numpy())
         for frame in frames:
@@ -69,8 +71,9 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                           for name, model in models.items()}
                 if fusion is not None:
                     contexts = [user_context(before_test_step(record), fusion["event_names"]) for record in records]
-                    scores["fused"], _ = fu.fused_scores(scores["model"], contexts, fusion["items"],
-                                                         fusion["settings"], fusion["as_of"])
+                    fused, _ = fu.fused_scores(scores["model"], contexts, fusion["items"], fusion["settings"],
+                                               fusion["as_of"])
+                    scores.update({name: fused for name in variants})
                 if "popularity" in baselines:
                     scores["popularity"] = np.tile(baselines["popularity"].value, (len(chunk), 1))
                 if "itemknn" in baselines:
@@ -88,9 +91,9 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                 for name, values in scores.items():
                     values = bl.mask_seen(np.array(values, dtype=np.float64), seen)
                     ranks = target_ranks(values, targets)
-                    if name == "fused" and fusion["settings"].reranks:
-                        shown = fu.rule_ranked(values, fusion["items"].category, fusion["settings"],
-                                               fusion["page"], k, item_vectors, seen)
+                    if name in variants and variants[name].reranks:
+                        shown = fu.rule_ranked(values, fusion["items"].category, variants[name], fusion["page"], k,
+                                               item_vectors, seen)
                         out[name] = list_ranks(shown, targets, ranks).astype(np.int32)
                         out[f"{name}_top"] = [items[:k].astype(np.int32) for items in shown]
                     else:
@@ -99,6 +102,23 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                 yield pd.DataFrame(out)
 
     return run
+
+
+def fused_variants(fusion: dict | None) -> dict:
+    """{column: settings} of the fused rankings `rank_partitions` produces: `fused` alone unless a grid is given."""
+    if fusion is None:
+        return {}
+    return fusion.get("variants") or {"fused": fusion["settings"]}
+
+
+def rank_schema(models) -> StructType:
+    """`rank_partitions`' output: per user the rank of the target and the top-k list under every model."""
+    return StructType(
+        [StructField("user_key", StringType()), StructField("n_steps", IntegerType()),
+         StructField("n_friend_items", IntegerType())]
+        + [field for name in models
+           for field in (StructField(name, IntegerType()), StructField(f"{name}_top", ArrayType(IntegerType())))]
+    )
 
 
 def users_per_batch(batch_size: int, n_items: int, max_cells: int) -> int:
@@ -157,7 +177,7 @@ def evaluate(ctx: RunContext) -> dict:
             users = users.join(social, "user_key", "left")
 
     shared: dict = {}
-    figures: dict = {}
+    figures: dict = {"fusion_reranking": fu.reranking_of(fusion["settings"])} if fusion else {}
     if "popularity" in names:
         popularity = np.zeros(n_items + 1, dtype=np.float64)
         # A tiny id-based tie-break keeps the ranking deterministic without favouring the target.
@@ -196,12 +216,7 @@ def evaluate(ctx: RunContext) -> dict:
         timings["als_fit"] = round(time.perf_counter() - started, 2)
 
     models = (*checkpoints, *(["fused"] if fusion else []), *[name for name in BASELINES if name in names])
-    schema = StructType(
-        [StructField("user_key", StringType()), StructField("n_steps", IntegerType()),
-         StructField("n_friend_items", IntegerType())]
-        + [field for name in models
-           for field in (StructField(name, IntegerType()), StructField(f"{name}_top", ArrayType(IntegerType())))]
-    )
+    schema = rank_schema(models)
     started = time.perf_counter()
     try:
         ranks = users.mapInPandas(

@@ -101,6 +101,12 @@ class FusionSettings:
         )
 
 
+def reranking_of(settings: FusionSettings) -> dict:
+    """The settings tune_fusion chooses (and the run report shows): how the fused order is re-ranked."""
+    return {"mmr_lambda": settings.mmr_lambda, "max_per_category": settings.max_per_category,
+            "cap_max_score_loss": settings.cap_max_score_loss}
+
+
 def checked_score_loss(value) -> float | None:
     if value is None:
         return None

@@ -92,3 +92,23 @@ def publish_untrained(conf: dict, lake, run_id: str) -> int:
     save_checkpoint(checkpoints / "untrained", model, {"best_epoch": 0})
     publish(checkpoints, run_id, str(checkpoints / "untrained"), {"best_epoch": 0})
     return n_items
+
+
+def fusion_choice_path(checkpoints_dir: Path, model_version: str) -> Path:
+    return checkpoints_dir / "fusion_choices" / f"{model_version}.json"
+
+
+def publish_fusion_choice(checkpoints_dir: Path, record: dict) -> Path:
+    """Keep the tune_fusion stage's choice beside the model it was tuned for (written atomically), so scoring
+    and evaluation of that model version re-rank the same way."""
+    path = fusion_choice_path(checkpoints_dir, record["model_version"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def fusion_choice(checkpoints_dir: Path, model_version: str) -> dict | None:
+    path = fusion_choice_path(checkpoints_dir, model_version)
+    return json.loads(path.read_text()) if path.is_file() else None

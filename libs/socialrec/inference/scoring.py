@@ -18,6 +18,7 @@ row says which users it covered (`scope`).
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple
 
@@ -324,11 +325,27 @@ class FusionInputs(NamedTuple):
     friend_events: DataFrame | None  # user_key -> friends' purchase/like steps (None without a social graph)
 
 
-def fusion_inputs(ctx: RunContext, sequences: DataFrame) -> FusionInputs:
-    """What fusion needs beside the model's scores, for recommendations and for the evaluation's fused ranking."""
+def fusion_inputs(ctx: RunContext, sequences: DataFrame, tuned: bool = True) -> FusionInputs:
+    """What fusion needs beside the model's scores, for recommendations and for the evaluation's fused ranking.
+    With infer.tune_fusion enabled the re-ranking settings are those tune_fusion chose for the current model
+    (`tuned=False`: the configured ones, which the tuning starts from)."""
     settings = fu.FusionSettings.from_conf(ctx.conf["infer"])
+    if tuned and (ctx.conf["infer"].get("tune_fusion") or {}).get("enabled"):
+        settings = tuned_settings(settings, ctx.lake.directory("checkpoints_dir"))
     as_of = float(sequences.select(F.max(F.array_max("ts"))).first()[0] or 0.0)
     return FusionInputs(settings, as_of, item_features(ctx, settings, as_of), friend_events(ctx, sequences, settings))
+
+
+def tuned_settings(settings: fu.FusionSettings, checkpoints_dir) -> fu.FusionSettings:
+    """`settings` with the re-ranking the tune_fusion stage chose for the latest model; a clear error where that
+    stage has not run for it (scoring with settings tuned for another model would be silently off)."""
+    version = model_store.latest(checkpoints_dir)["model_version"]
+    record = model_store.fusion_choice(checkpoints_dir, version)
+    if record is None:
+        raise RuntimeError(f"infer.tune_fusion is enabled but model {version} has no tuned fusion settings: run the "
+                           "tune_fusion stage first (socialrec run --stages tune_fusion) or set "
+                           "infer.tune_fusion.enabled: false to use the configured ones")
+    return dataclasses.replace(settings, **record["settings"])
 
 
 class ScoringInputs(NamedTuple):
@@ -336,6 +353,7 @@ class ScoringInputs(NamedTuple):
     udf: Callable             # the mapInPandas function (recommend_partitions)
     items: fu.ItemFeatures
     model_info: dict
+    settings: fu.FusionSettings
 
 
 def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> ScoringInputs:
@@ -353,7 +371,7 @@ def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> Scorin
     udf = recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
                                infer["batch_size"], infer["torch_threads"], items, settings, as_of,
                                conf["clean"]["event_types"], approximate_settings(infer), infer.get("device", "cpu"))
-    return ScoringInputs(histories, udf, items, model_info)
+    return ScoringInputs(histories, udf, items, model_info, settings)
 
 
 def recommend(ctx: RunContext) -> dict:
@@ -366,7 +384,7 @@ def recommend(ctx: RunContext) -> dict:
         if selected.count() == 0:  # nothing changed: every user's current list stays as it is
             version = model_store.latest(lake.directory("checkpoints_dir"))["model_version"]
             return {"rows_out": 0, "model_version": version, "users_scored": 0, "scope": scope}
-    histories, udf, items, model_info = scoring_inputs(ctx, selected if since is not None else None)
+    histories, udf, items, model_info, settings = scoring_inputs(ctx, selected if since is not None else None)
     ranked = histories.mapInPandas(udf, RANKED_SCHEMA)
     run_date = datetime.now(timezone.utc).date().isoformat()
     recommendations = (
@@ -394,7 +412,7 @@ def recommend(ctx: RunContext) -> dict:
                      mode="overwrite", replace_where=f"run_id = '{ctx.run_id}'")
     rows = ctx.report.tables["gold.recommendations"]["rows_written"]
     return {"rows_out": rows, "model_version": model_info["model_version"], "users_scored": summary["users_scored"],
-            "scope": scope, "coverage": round(summary["coverage"], 4),
+            "scope": scope, "coverage": round(summary["coverage"], 4), "fusion_reranking": fu.reranking_of(settings),
             "reason_share": {code: round(share, 4) for code, share in summary["reason_share"].items()}}
 
 
