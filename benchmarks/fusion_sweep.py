@@ -17,7 +17,6 @@ import time
 from socialrec.config import load_config
 from socialrec.evaluation import fusion_tuning as ft
 from socialrec.inference import model_store
-from socialrec.inference.scoring import fusion_inputs
 from socialrec.pipeline import make_context
 
 
@@ -34,18 +33,12 @@ def main() -> None:
     conf = load_config(args.conf, {"lake": {"root": args.lake}})
     ctx = make_context(conf, args.lake)
     tuning = conf["infer"]["tune_fusion"]
-    sequences = ctx.lake.read("gold.user_sequences")
-    inputs = fusion_inputs(ctx, sequences, tuned=False)
-    variants = ft.candidate_settings(inputs.settings, args.mmr, [*args.soft, None], ft.has_categories(inputs.items))
-    users = ft.sampled_users(ctx, inputs, sequences, args.users or None)
-    if args.split == "valid":
-        users = users.mapInPandas(ft.at_validation_step, users.schema)
     checkpoint = model_store.latest(ctx.lake.directory("checkpoints_dir"))["checkpoint"]
     started = time.perf_counter()
-    ranks = ft.rank_grid(ctx, users, inputs, variants, checkpoint, ctx.spark.sparkContext.defaultParallelism)
-    figures = ft.grid_metrics(ranks, variants, inputs.items.n_items, inputs.items.category, tuning["confidence"])
-    print(f"{len(ranks):,} users ({args.split} step), {inputs.items.n_items:,} items, checkpoint {checkpoint}, "
-          f"{len(variants)} settings ranked in {time.perf_counter() - started:.0f} s")
+    variants, figures, users = ft.ranked_grid(ctx, checkpoint, args.mmr, [*args.soft, None], args.users or None,
+                                              tuning["confidence"], at_validation=args.split == "valid")
+    print(f"{users:,} users ({args.split} step), checkpoint {checkpoint}, {len(variants)} settings ranked in "
+          f"{time.perf_counter() - started:.0f} s")
     model = figures["model"]
     for name, values in figures.items():
         line = f"{name}: " + ", ".join(f"{metric} {values[metric]:.4f}" for metric in ft.SHOWN if metric in values)

@@ -21,6 +21,7 @@ from socialrec.inference.scoring import fusion_inputs, user_context
 from socialrec.run_context import RunContext
 
 BASELINES = bl.KNOWN_BASELINES
+FUSED_SCORE = "fused"  # the fused score's key among a batch's scores; its rankings are the `variants`
 
 
 class _Local:
@@ -73,7 +74,7 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                     contexts = [user_context(before_test_step(record), fusion["event_names"]) for record in records]
                     fused, _ = fu.fused_scores(scores["model"], contexts, fusion["items"], fusion["settings"],
                                                fusion["as_of"])
-                    scores.update({name: fused for name in variants})
+                    scores[FUSED_SCORE] = fused
                 if "popularity" in baselines:
                     scores["popularity"] = np.tile(baselines["popularity"].value, (len(chunk), 1))
                 if "itemknn" in baselines:
@@ -90,15 +91,16 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
                 }
                 for name, values in scores.items():
                     values = bl.mask_seen(np.array(values, dtype=np.float64), seen)
-                    ranks = target_ranks(values, targets)
-                    if name in variants and variants[name].reranks:
-                        shown = fu.rule_ranked(values, fusion["items"].category, variants[name], fusion["page"], k,
-                                               item_vectors, seen)
-                        out[name] = list_ranks(shown, targets, ranks).astype(np.int32)
-                        out[f"{name}_top"] = [items[:k].astype(np.int32) for items in shown]
-                    else:
-                        out[name] = ranks.astype(np.int32)
-                        out[f"{name}_top"] = bl.top_items(values, k)
+                    ranks = target_ranks(values, targets)  # once per score, however many ways it is re-ranked
+                    for column, setting in (variants.items() if name == FUSED_SCORE else [(name, None)]):
+                        if setting is not None and setting.reranks:
+                            shown = fu.rule_ranked(values, fusion["items"].category, setting, fusion["page"], k,
+                                                   item_vectors, seen)
+                            out[column] = list_ranks(shown, targets, ranks).astype(np.int32)
+                            out[f"{column}_top"] = [items[:k].astype(np.int32) for items in shown]
+                        else:
+                            out[column] = ranks.astype(np.int32)
+                            out[f"{column}_top"] = bl.top_items(values, k)
                 yield pd.DataFrame(out)
 
     return run
@@ -108,7 +110,7 @@ def fused_variants(fusion: dict | None) -> dict:
     """{column: settings} of the fused rankings `rank_partitions` produces: `fused` alone unless a grid is given."""
     if fusion is None:
         return {}
-    return fusion.get("variants") or {"fused": fusion["settings"]}
+    return fusion.get("variants") or {FUSED_SCORE: fusion["settings"]}
 
 
 def rank_schema(models) -> StructType:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -88,16 +89,34 @@ def choose(figures: dict[str, dict], tolerance: float) -> tuple[str, bool]:
                                          variants[name]["ndcg@10"])), True
 
 
-def rank_grid(ctx: RunContext, users: DataFrame, inputs: FusionInputs, variants: dict, checkpoint: str,
-              partitions: int) -> pd.DataFrame:
-    """Ranks and top-10 lists of the model and every variant for `users` (already at the step to rank), in Spark."""
+class Grid(NamedTuple):
+    variants: dict[str, fu.FusionSettings]
+    figures: dict[str, dict]   # grid_metrics: the model and every variant
+    users: int
+
+
+def ranked_grid(ctx: RunContext, checkpoint: str, mmr_lambdas, cap_budgets, limit: int | None, confidence: float,
+                at_validation: bool = True) -> Grid:
+    """The grid's figures for a fixed sample of users (`limit`; None: all), at their validation step (the test step
+    with `at_validation=False`): one model score and one fused score per user, ranked once per setting in Spark."""
     conf = ctx.conf
+    sequences = ctx.lake.read("gold.user_sequences")
+    inputs = fusion_inputs(ctx, sequences, tuned=False)
+    variants = candidate_settings(inputs.settings, mmr_lambdas, cap_budgets, has_categories(inputs.items))
+    users = sampled_users(ctx, inputs, sequences, limit)
+    if at_validation:
+        users = users.mapInPandas(at_validation_step, users.schema)
     fusion = {"items": inputs.items, "settings": inputs.settings, "as_of": inputs.as_of,
               "event_names": conf["clean"]["event_types"], "page": int(conf["infer"]["top_k"]), "variants": variants}
     batch = users_per_batch(conf["infer"]["batch_size"], inputs.items.n_items, int(conf["evaluate"]["max_batch_cells"]))
     ranked = rank_partitions({"model": checkpoint}, {}, conf["features"]["max_seq_len"], batch,
                              conf["infer"]["torch_threads"], 20, fusion)
-    return users.repartition(partitions).mapInPandas(ranked, rank_schema(["model", *variants])).toPandas()
+    ranks = (users.repartition(ctx.spark.sparkContext.defaultParallelism)
+             .mapInPandas(ranked, rank_schema(["model", *variants])).toPandas())
+    if ranks.empty:
+        raise RuntimeError("tune_fusion: no user to rank (a validation step needs two steps before the test step)")
+    return Grid(variants, grid_metrics(ranks, variants, inputs.items.n_items, inputs.items.category, confidence),
+                len(ranks))
 
 
 def sampled_users(ctx: RunContext, inputs: FusionInputs, sequences: DataFrame, limit: int | None) -> DataFrame:
@@ -121,27 +140,19 @@ def tune_fusion(ctx: RunContext) -> dict:
         return {"skipped": "infer.tune_fusion.enabled is false: infer and evaluate use the configured settings"}
     checkpoints_dir = ctx.lake.directory("checkpoints_dir")
     model_info = model_store.latest(checkpoints_dir)
-    sequences = ctx.lake.read("gold.user_sequences")
-    inputs = fusion_inputs(ctx, sequences, tuned=False)
-    variants = candidate_settings(inputs.settings, tuning["mmr_lambda"], tuning["cap_max_score_loss"],
-                                  has_categories(inputs.items))
-    users = sampled_users(ctx, inputs, sequences, tuning.get("users"))
-    users = users.mapInPandas(at_validation_step, users.schema)
-    started = time.perf_counter()
-    ranks = rank_grid(ctx, users, inputs, variants, model_info["checkpoint"], ctx.spark.sparkContext.defaultParallelism)
-    if ranks.empty:
-        raise RuntimeError("tune_fusion: no user has a validation step (two steps before the test step) to tune on")
     tolerance, confidence = float(tuning["tolerance"]), float(tuning["confidence"])
-    figures = grid_metrics(ranks, variants, inputs.items.n_items, inputs.items.category, confidence)
+    started = time.perf_counter()
+    variants, figures, users = ranked_grid(ctx, model_info["checkpoint"], tuning["mmr_lambda"],
+                                           tuning["cap_max_score_loss"], tuning.get("users"), confidence)
     chosen, within = choose(figures, tolerance)
     setting = variants[chosen]
     record = {"model_version": model_info["model_version"], "run_id": ctx.run_id, "chosen": chosen,
-              "within_tolerance": within, "tolerance": tolerance, "confidence": confidence, "users": len(ranks),
+              "within_tolerance": within, "tolerance": tolerance, "confidence": confidence, "users": users,
               "settings": fu.reranking_of(setting),
               "figures": figures}
     path = model_store.publish_fusion_choice(checkpoints_dir, record)
-    return {"rows_out": len(ranks), "chosen": chosen, "within_tolerance": within, "settings": record["settings"],
-            "model_version": model_info["model_version"], "users": len(ranks), "record": str(path),
+    return {"rows_out": users, "chosen": chosen, "within_tolerance": within, "settings": record["settings"],
+            "model_version": model_info["model_version"], "users": users, "record": str(path),
             "grid": {name: {metric: round(values[metric], 4) for metric in SHOWN if metric in values}
                      | ({"ndcg@10 change low": round(values["change"]["low"], 5)} if "change" in values else {})
                      for name, values in figures.items()},

@@ -13,11 +13,16 @@ def publish(checkpoints_dir: Path, run_id: str, checkpoint_dir: str, summary: di
     """Point `latest.json` at a finished training run's best checkpoint (written last, atomically)."""
     record = {"run_id": run_id, "checkpoint": str(checkpoint_dir), **summary,
               "model_version": f"{run_id}-e{summary.get('best_epoch', 0)}"}
-    pointer = checkpoints_dir / "latest.json"
-    tmp = pointer.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(pointer)
+    write_json_atomically(checkpoints_dir / "latest.json", record)
     return record
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    """A reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
 
 
 def latest(checkpoints_dir: Path) -> dict:
@@ -102,10 +107,7 @@ def publish_fusion_choice(checkpoints_dir: Path, record: dict) -> Path:
     """Keep the tune_fusion stage's choice beside the model it was tuned for (written atomically), so scoring
     and evaluation of that model version re-rank the same way."""
     path = fusion_choice_path(checkpoints_dir, record["model_version"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)
+    write_json_atomically(path, record)
     return path
 
 
