@@ -1,8 +1,10 @@
 """`socialrec ablate`: the Markdown table from hand-made metrics, and one real ablation run (train + evaluate
 with a component switched off) on a copy of the shared small lake."""
+import json
 import shutil
 
 import pytest
+from pyspark.sql import functions as F
 
 from conftest_pipeline import pipeline_lake  # noqa: F401  (the shared session fixture)
 from socialrec.cli import main
@@ -34,6 +36,16 @@ def test_markdown_gives_the_paired_p_value_of_each_change_when_the_evaluation_ha
     assert any("| text |" in row and "-0.0500 (-25.0%), p=0.00012 |" in row for row in rows)
 
 
+def test_an_ablation_of_an_input_the_lake_lacks_is_shown_as_the_model_itself():
+    metrics = {"model": values(0.2), "no_social": values(0.2), "no_text": values(0.15)}
+    train = {"absent_inputs": {"use_social": "no user has friends' items"},
+             "variants": {"model": {}, "no_social": {"same_as": "model"}, "no_text": {}}}
+    rows = ablation_markdown(metrics, ABLATIONS, "beauty", train_figures=train).splitlines()
+    inert = next(row for row in rows if row.startswith("| no_social |"))
+    assert "social (inert: no user has friends' items, so the same model as `model`, not trained again)" in inert
+    assert "inert" not in next(row for row in rows if row.startswith("| no_text |"))
+
+
 def test_ablations_become_training_variants_beside_the_configured_ones(conf):
     merged = ablation_conf(conf)
     assert set(merged["train"]["variants"]) == {"sasrec", "no_social", "no_text", "no_context"}
@@ -50,18 +62,39 @@ def test_the_table_names_what_it_was_computed_on(conf):
 
 
 @pytest.mark.slow
-def test_ablate_command_trains_and_evaluates_each_variant(pipeline_lake, tmp_path, capsys):
-    conf, _ = pipeline_lake
+def test_ablate_command_trains_each_variant_once_and_flags_the_inert_one(pipeline_lake, spark, tmp_path, capsys):
+    """The shared lake has friends' items (nothing absent); its copy has them cleared, as a source without a
+    social graph would: `no_social` is then the model itself, evaluated without being trained again, while
+    `no_context` is trained."""
+    conf, report = pipeline_lake
+    assert report.stages["train"]["absent_inputs"] == {}
     lake = tmp_path / "lake"
     shutil.copytree(conf["lake"]["root"], lake)  # the shared lake stays as the other tests expect it
+    sequences = str(lake / conf["lake"]["tables"]["gold.user_sequences"])
+    (spark.read.format("delta").load(sequences).withColumn("friend_items", F.array().cast("array<int>"))
+     .write.format("delta").mode("overwrite").save(sequences))
     code = main(["ablate", "--conf", "conf/test.yml", "--lake", str(lake), "--out", str(tmp_path / "out"),
-                 "--set", "train.epochs=1", "--set", "evaluate.ablations={no_social: {use_social: false}}",
-                 "--set", "evaluate.baselines=[popularity]"])
+                 "--set", "train.epochs=1", "--set", "evaluate.baselines=[popularity]",
+                 "--set", "evaluate.ablations={no_social: {use_social: false}, no_context: {use_context: false}}"])
     out = capsys.readouterr().out
     assert code == 0, out
-    markdown = next((tmp_path / "out").glob("ablation-*.md")).read_text()
+    markdown_path = next((tmp_path / "out").glob("ablation-*.md"))
+    markdown = markdown_path.read_text()
     assert next((tmp_path / "out").glob("ablation-*.png")).stat().st_size > 5000
-    names = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ")][1:]
-    assert names == ["**model** (full)", "no_social", "sasrec", "fused", "popularity"]
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names == ["**model** (full)", "no_social", "no_context", "sasrec", "fused", "popularity"]
+    assert "inert: no user has friends' items, so the same model as `model`, not trained again" in rows[1]
+    assert "inert" not in rows[2]
     assert markdown.startswith(f"Ablation on `the lake {lake}`")
     assert markdown in out
+
+    run_id = markdown_path.stem.removeprefix("ablation-")
+    run = json.loads((lake / conf["lake"]["reports_dir"] / f"{run_id}.json").read_text())
+    train = run["stages"]["train"]
+    assert train["absent_inputs"] == {"use_social": "no user has friends' items"}
+    assert train["variants"]["no_social"]["same_as"] == "model"
+    assert not train["variants"]["model"]["use_social"] and "same_as" not in train["variants"]["no_context"]
+    assert run["metrics"]["no_social"] == run["metrics"]["model"]
+    trained = {path.name for path in (lake / conf["lake"]["checkpoints_dir"] / run_id).iterdir()}
+    assert "no_social" not in trained and {"model", "no_context", "sasrec"} <= trained

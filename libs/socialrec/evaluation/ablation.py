@@ -30,10 +30,14 @@ def stages_to_run(conf: dict, source: str | None) -> list[str]:
 
 
 def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], source: str,
-                      comparisons: dict[str, dict] | None = None) -> str:
+                      comparisons: dict[str, dict] | None = None, train_figures: dict | None = None) -> str:
     """Rows: the full model, each ablation (with its change against the full model and, from the evaluate
-    stage's `comparisons`, the paired p-value of that change), then the rest."""
+    stage's `comparisons`, the paired p-value of that change), then the rest. An ablation of an input the lake
+    does not have (train stage: `absent_inputs`) is the model itself, and its row says so rather than
+    presenting a zero change as a finding."""
     full = metrics["model"]
+    trained = (train_figures or {}).get("variants", {})
+    absent = (train_figures or {}).get("absent_inputs", {})
     order = ["model", *[name for name in ablations if name in metrics],
              *[name for name in metrics if name != "model" and name not in ablations]]
     header = "| model | switched off | " + " | ".join(TABLE_METRICS) + " | Δ ndcg@10 vs full (paired p) |"
@@ -50,6 +54,9 @@ def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], sour
         cells = " | ".join(f"{values.get(metric, float('nan')):.4f}" for metric in TABLE_METRICS)
         label = "**model** (full)" if name == "model" else name
         role = off or OTHER_ROLES.get(name, "baseline")
+        if trained.get(name, {}).get("same_as"):
+            why = "; ".join(absent.values()) or "same settings"
+            role += f" (inert: {why}, so the same model as `{trained[name]['same_as']}`, not trained again)"
         lines.append(f"| {label} | {role} | {cells} | {delta} |")
     return "\n".join(lines) + "\n"
 
@@ -92,7 +99,8 @@ def run_ablation(conf: dict, source: str | None = None, out_dir: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / f"ablation-{report.run_id}.md"
     label = data_label(source, stages, conf)
-    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], label, report.comparisons))
+    markdown.write_text(ablation_markdown(report.metrics, conf["evaluate"]["ablations"], label, report.comparisons,
+                                          report.stages.get("train")))
     plot = out / f"ablation-{report.run_id}.png"
     plot_ablation(report.metrics, plot)
     return {"run_id": report.run_id, "markdown": str(markdown), "plot": str(plot), "metrics": report.metrics}

@@ -57,19 +57,21 @@ def rank_partitions(checkpoints: dict[str, str], baselines: dict, max_len: int, 
         import torch
 
         torch.set_num_threads(threads)
-        models = {name: model_store.load_model(path)[0] for name, path in checkpoints.items()}
+        # A variant that is the model itself (an ablation of an input the lake lacks) shares its checkpoint.
+        models = {path: model_store.load_model(path)[0] for path in set(checkpoints.values())}
         item_vectors = None
         if any(variant.mmr_lambda < 1.0 for variant in variants.values()):
             with torch.inference_mode():
-                item_vectors = fu.unit_vectors(models["model"].item_representations().float().numpy())
+                item_vectors = fu.unit_vectors(models[checkpoints["model"]].item_representations().float().numpy())
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 chunk = frame.iloc[start:start + batch_size]
                 records = chunk.to_dict("records")
                 targets = chunk["test_item"].to_numpy(dtype=np.int64)
                 seen = [np.asarray(r["items"])[:-1] for r in records]
-                scores = {name: model_store.score_histories(model, records, "valid", max_len)
-                          for name, model in models.items()}
+                by_path = {path: model_store.score_histories(model, records, "valid", max_len)
+                           for path, model in models.items()}
+                scores = {name: by_path[path] for name, path in checkpoints.items()}
                 if fusion is not None:
                     contexts = [user_context(before_test_step(record), fusion["event_names"]) for record in records]
                     fused, _ = fu.fused_scores(scores["model"], contexts, fusion["items"], fusion["settings"],

@@ -17,12 +17,11 @@ from socialrec.run_context import RunContext
 
 
 def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
-    """[n_items + 1, dim] pretrained text vectors, zero rows for items without text."""
-    if not ctx.conf["model"]["use_text"] or not ctx.lake.exists("gold.item_embeddings"):
+    """[n_items + 1, dim] pretrained text vectors, zero rows for items without text, when any variant trained
+    in this run reads them."""
+    if not any(variant["model"]["use_text"] for variant in variant_confs(ctx.conf).values()):
         return None
     vectors = ctx.lake.read("gold.item_embeddings").toPandas()
-    if vectors.empty:
-        return None
     matrix = np.zeros((n_items + 1, len(vectors["embedding"].iloc[0])), dtype=np.float32)
     matrix[vectors["item_idx"].to_numpy()] = np.stack(vectors["embedding"].to_numpy())
     return matrix
@@ -35,6 +34,18 @@ def cf_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     if not any(variant["model"].get("use_cf") for variant in variant_confs(ctx.conf).values()):
         return None
     return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items, ctx.conf["model"]["cf_factors"])
+
+
+def absent_inputs(lake) -> dict[str, str]:
+    """{model flag: why} for each input the lake has no data for (no item text: FilmTrust, Yelp; no friends'
+    items: Amazon Beauty). It is switched off in every variant, so no model carries untrained weights for it
+    and an ablation of it is recognised as the model itself."""
+    absent = {}
+    if not lake.exists("gold.item_embeddings") or not lake.read("gold.item_embeddings").limit(1).count():
+        absent["use_text"] = "no item has text"
+    if not lake.read("gold.user_sequences").where(F.size("friend_items") > 0).limit(1).count():
+        absent["use_social"] = "no user has friends' items"
+    return absent
 
 
 def variant_confs(conf: dict) -> dict[str, dict]:
@@ -91,15 +102,24 @@ def train(ctx: RunContext) -> dict:
     valid_inputs = build_inputs(valid.to_dict("records"), "train", conf["features"]["max_seq_len"])
     checkpoints = lake.directory("checkpoints_dir")
     train_files = lake.snapshot_files("gold.train_examples")
-    text = text_matrix(ctx, n_items)
+    absent = absent_inputs(lake)
+    text = None if "use_text" in absent else text_matrix(ctx, n_items)
     started = time.perf_counter()
     cf = cf_matrix(ctx, n_items)
     cf_seconds = round(time.perf_counter() - started, 1)
-    figures: dict = {"variants": {}, **({"cf_fit_seconds": cf_seconds} if cf is not None else {})}
+    figures: dict = {"variants": {}, "absent_inputs": absent,
+                     **({"cf_fit_seconds": cf_seconds} if cf is not None else {})}
     published: dict = {}
+    trained: dict[str, str] = {}  # the model settings of each variant trained so far -> its name
     for name, variant_conf in variant_confs(conf).items():
-        if text is None and variant_conf["model"]["use_text"]:  # a source without item text: ids only
-            variant_conf = deep_merge(variant_conf, {"model": {"use_text": False}})
+        variant_conf = deep_merge(variant_conf, {"model": {flag: False for flag in absent}})
+        settings = json.dumps(variant_conf["model"], sort_keys=True, default=str)
+        if settings in trained:  # e.g. `no_social` where the lake has no friends' items: the model itself
+            same = trained[settings]
+            published[name] = published[same]
+            figures["variants"][name] = {**figures["variants"][same], "same_as": same}
+            continue
+        trained[settings] = name
         output_dir = checkpoints / ctx.run_id / name
         resume_from = resume_point(checkpoints, conf["train"].get("resume"), name)
         if resume_from and is_finished(resume_from, variant_conf["train"]):
@@ -115,7 +135,8 @@ def train(ctx: RunContext) -> dict:
         published[name] = result.checkpoint_dir
         figures["variants"][name] = {
             "epochs": len(result.history), "best_epoch": result.best_epoch, "valid": best,
-            "use_text": variant_conf["model"]["use_text"], "use_cf": bool(variant_conf["model"].get("use_cf")),
+            "use_text": variant_conf["model"]["use_text"], "use_social": variant_conf["model"]["use_social"],
+            "use_cf": bool(variant_conf["model"].get("use_cf")),
             "samples_per_second": round(result.samples_per_second, 1),
             "resumed_from": resume_from,
         }
