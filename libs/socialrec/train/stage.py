@@ -19,7 +19,7 @@ from socialrec.run_context import RunContext
 def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     """[n_items + 1, dim] pretrained text vectors, zero rows for items without text, when any variant trained
     in this run reads them."""
-    if not any(variant["model"]["use_text"] for variant in variant_confs(ctx.conf).values()):
+    if not any_variant_uses(ctx.conf, "use_text"):
         return None
     vectors = ctx.lake.read("gold.item_embeddings").toPandas()
     matrix = np.zeros((n_items + 1, len(vectors["embedding"].iloc[0])), dtype=np.float32)
@@ -31,7 +31,7 @@ def cf_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     """Collaborative item factors fitted on the training steps, when any variant trained in this run uses them."""
     from socialrec.features.collaborative import item_factor_table
 
-    if not any(variant["model"].get("use_cf") for variant in variant_confs(ctx.conf).values()):
+    if not any_variant_uses(ctx.conf, "use_cf"):
         return None
     return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items, ctx.conf["model"]["cf_factors"])
 
@@ -57,6 +57,11 @@ def variant_confs(conf: dict) -> dict[str, dict]:
             raise ValueError("train.variants cannot redefine `model`: it is the configured recommender")
         variants[name] = deep_merge(conf, {"model": overrides or {}})
     return variants
+
+
+def any_variant_uses(conf: dict, flag: str) -> bool:
+    """Whether the model or any variant trained beside it has model `flag` on: an input table is built only then."""
+    return any(variant["model"].get(flag) for variant in variant_confs(conf).values())
 
 
 def resume_point(checkpoints: Path, resume: str | None, name: str) -> str | None:
