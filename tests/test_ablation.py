@@ -46,6 +46,15 @@ def test_an_ablation_of_an_input_the_lake_lacks_is_shown_as_the_model_itself():
     assert "inert" not in next(row for row in rows if row.startswith("| no_text |"))
 
 
+def test_an_inert_row_names_only_the_input_its_ablation_switches_off():
+    metrics = {"model": values(0.2), "no_social": values(0.2), "no_text": values(0.2)}
+    train = {"absent_inputs": {"use_text": "no item has text", "use_social": "no user has friends' items"},
+             "variants": {"model": {}, "no_social": {"same_as": "model"}, "no_text": {"same_as": "model"}}}
+    rows = ablation_markdown(metrics, ABLATIONS, "filmtrust", train_figures=train).splitlines()
+    assert "(inert: no user has friends' items, so" in next(row for row in rows if row.startswith("| no_social |"))
+    assert "(inert: no item has text, so" in next(row for row in rows if row.startswith("| no_text |"))
+
+
 def test_ablations_become_training_variants_beside_the_configured_ones(conf):
     merged = ablation_conf(conf)
     assert set(merged["train"]["variants"]) == {"sasrec", "no_social", "no_text", "no_context"}

@@ -55,7 +55,7 @@ def ablation_markdown(metrics: dict[str, dict], ablations: dict[str, dict], sour
         label = "**model** (full)" if name == "model" else name
         role = off or OTHER_ROLES.get(name, "baseline")
         if trained.get(name, {}).get("same_as"):
-            why = "; ".join(absent.values()) or "same settings"
+            why = "; ".join(absent[flag] for flag in ablations.get(name, {}) if flag in absent) or "same settings"
             role += f" (inert: {why}, so the same model as `{trained[name]['same_as']}`, not trained again)"
         lines.append(f"| {label} | {role} | {cells} | {delta} |")
     return "\n".join(lines) + "\n"
