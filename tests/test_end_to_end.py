@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest_pipeline import lake_folder, pipeline_lake, progress_lines  # noqa: F401  (the shared session fixture)
 from socialrec.pipeline import STAGES
@@ -61,6 +62,21 @@ def test_model_learns_beyond_chance(finished_run):
     n_items = conf["generator"]["items"]
     chance_recall = 10 / n_items
     assert report.metrics["model"]["recall@10"] > 3 * chance_recall
+
+
+@pytest.mark.slow
+def test_the_cf_model_is_calibrated_then_its_als_term_refitted_on_the_validation_steps(finished_run):
+    from socialrec.model.recommender import load_checkpoint
+
+    conf, report, _ = finished_run
+    calibration = report.stages["train"]["variants"]["model"]["cf_weight"]
+    assert calibration["multiple"] in conf["train"]["cf_weight_grid"]
+    model, meta = load_checkpoint(report.stages["train"]["checkpoint"])
+    assert meta["als_term_refit"] and meta["cf_weight_calibration"] == calibration
+    assert model.cf_log_weight.exp().item() == pytest.approx(calibration["weight"])
+    # The transformer keeps the factors it was trained on; the ALS term's saw the validation steps too.
+    assert model.als_term_factors.shape == model.cf_embeddings.shape
+    assert not torch.equal(model.als_term_factors, model.cf_embeddings)
 
 
 @pytest.mark.slow

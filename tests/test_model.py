@@ -187,6 +187,41 @@ def test_scores_add_the_weighted_als_score_of_the_folded_in_user():
         assert torch.allclose(model.score_all(batch)[:, 1:], states @ inputs[1:].T + 2.5 * als, atol=1e-4)
 
 
+def test_replaced_als_term_factors_change_the_als_term_only_and_survive_a_checkpoint(tmp_path):
+    model = make_model().eval()
+    batch = make_batch()
+    refitted = cf_table() + np.random.default_rng(9).normal(scale=0.3, size=cf_table().shape).astype(np.float32)
+    with torch.no_grad():
+        inputs_before = model.input_representations()
+        model.replace_als_term_factors(refitted)
+        assert torch.equal(model.input_representations(), inputs_before)  # the transformer's item feature is kept
+        states = model._fuse_social(model.sequence_states(batch)[:, -1:], batch, ItemTable(inputs_before))[:, 0]
+        als = model.fold_in(batch["items"])[:, -1] @ torch.from_numpy(refitted)[1:].T
+        scores = model.score_all(batch)[:, 1:]
+        assert torch.allclose(scores, states @ inputs_before[1:].T + model.cf_log_weight.exp() * als, atol=1e-4)
+        rebuilt = SocialSequenceRecommender(MODEL_CONF, N_ITEMS, MAX_LEN, text_table(), cf_factors=cf_table(),
+                                            als_term_factors=refitted)
+        assert torch.allclose(rebuilt.fold_in(batch["items"]), model.fold_in(batch["items"]), atol=1e-5)
+    save_checkpoint(tmp_path / "ckpt", model, {"epoch": 0})
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.allclose(loaded.score_all(batch)[:, 1:], scores, atol=1e-5)
+    with pytest.raises(ValueError, match="ALS term factors must be"):
+        model.replace_als_term_factors(refitted[:, :-1])
+
+
+def test_a_checkpoint_from_before_the_als_term_table_loads_with_the_input_factors(tmp_path):
+    model = make_model().eval()
+    save_checkpoint(tmp_path / "ckpt", model, {"epoch": 0})
+    state = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=True)
+    del state["als_term_factors"]
+    torch.save(state, tmp_path / "ckpt" / "model.pt")
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    batch = make_batch()
+    with torch.no_grad():
+        assert torch.allclose(loaded.score_all(batch)[:, 1:], model.score_all(batch)[:, 1:], atol=1e-5)
+
+
 def test_the_fold_in_of_a_step_sees_no_later_step():
     model = make_model().eval()
     items = make_batch()["items"]

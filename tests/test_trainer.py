@@ -17,7 +17,8 @@ from socialrec.config import deep_merge
 from socialrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from socialrec.features.windows import build_inputs, pad_left
 from socialrec.model.recommender import SocialSequenceRecommender, load_checkpoint
-from socialrec.train.trainer import FAULT_ENV, epoch_line, latest_checkpoint, train_recommender
+from socialrec.train.trainer import (FAULT_ENV, calibrate_cf_weight, epoch_line, latest_checkpoint,
+                                     train_recommender)
 
 N_ITEMS = 50
 MAX_HISTORY = 12  # short next to the catalogue: excluding seen items still leaves most of it to rank
@@ -100,8 +101,65 @@ def test_ray_petastorm_training_learns_and_exports_the_best_epoch(training):
                                           cf_factors=cf).eval()
     model, meta = load_checkpoint(result.checkpoint_dir)
     assert meta["epoch"] == result.best_epoch and meta["n_items"] == N_ITEMS and meta["text_dim"] == TEXT_DIM
-    assert validation_ndcg(model, valid_inputs, valid_targets) == pytest.approx(max(ndcg), abs=1e-6)
+    # The exported model is the best epoch with its ALS weight calibrated on the same validation users: at 1x it
+    # scores what that epoch reported, and it scores what the calibration says it chose.
+    calibration = meta["cf_weight_calibration"]
+    assert calibration["valid_ndcg@10"]["1.0"] == pytest.approx(max(ndcg), abs=1e-6)
+    chosen = calibration["valid_ndcg@10"][str(calibration["multiple"])]
+    assert chosen == max(calibration["valid_ndcg@10"].values())
+    assert validation_ndcg(model, valid_inputs, valid_targets) == pytest.approx(chosen, abs=1e-6)
+    assert model.cf_log_weight.exp().item() == pytest.approx(calibration["learned_weight"] * calibration["multiple"])
     assert max(ndcg) > 0.6 and max(ndcg) > validation_ndcg(untrained, valid_inputs, valid_targets) + 0.4
+
+
+def cluster_problem(same_cluster: bool):
+    """An untrained cf model over two clusters of 15 items (ALS factors e1 and e2) and 120 validation users with
+    five items of one cluster, whose target lies in the same cluster or in the other one."""
+    rng = np.random.default_rng(4)
+    factors = np.zeros((31, 2), dtype=np.float32)
+    factors[1:16, 0] = factors[16:, 1] = 1.0
+    factors[1:] += rng.normal(scale=0.05, size=(30, 2))
+    conf = {"hidden": 16, "layers": 1, "heads": 1, "dropout": 0.0, "use_text": False, "use_context": False,
+            "use_social": False, "use_cf": True, "cf_factors": {"alpha": 10.0, "reg": 0.05}}
+    torch.manual_seed(0)
+    model = SocialSequenceRecommender(conf, 30, 8, None, cf_factors=factors).eval()
+    histories = []
+    for user in range(120):
+        cluster = np.arange(1, 16) if user % 2 else np.arange(16, 31)
+        other = np.arange(16, 31) if user % 2 else np.arange(1, 16)
+        items = rng.permutation(cluster)[:6]
+        target = items[5] if same_cluster else rng.choice(other)
+        histories.append({"items": np.append(items[:5], [target, 0]), "event_types": np.ones(7, int),
+                          "hours": np.ones(7, int), "gaps": np.ones(7, int), "test_item": 1})
+    inputs = build_inputs(histories, "train", 8)
+    return model, inputs, np.array([h["items"][5] for h in histories])
+
+
+@pytest.mark.parametrize(("same_cluster", "expected"), [(True, 32.0), (False, 0.001)])
+def test_cf_weight_calibration_keeps_the_multiple_that_ranks_validation_best(same_cluster, expected):
+    """ALS right: the largest multiple; ALS wrong (targets in the other cluster): the smallest, where the ALS term
+    no longer pushes the targets below the user's own cluster."""
+    model, inputs, targets = cluster_problem(same_cluster)
+    learned = model.cf_log_weight.exp().item()
+    train_conf = {"cf_weight_grid": [0.001, 0.5, 1, 2, 4, 8, 16, 32], "valid_k": 10, "valid_batch_size": 50}
+    calibration = calibrate_cf_weight(model, inputs, targets, train_conf)
+    scores = calibration["valid_ndcg@10"]
+    assert calibration["multiple"] == expected and scores[str(expected)] == max(scores.values())
+    assert scores["32.0"] > scores["0.001"] if same_cluster else scores["32.0"] < scores["0.001"]
+    assert calibration["learned_weight"] == pytest.approx(learned)
+    assert model.cf_log_weight.exp().item() == pytest.approx(learned * expected)
+    assert validation_ndcg(model, inputs, targets) == pytest.approx(scores[str(expected)], abs=1e-6)
+
+
+def test_cf_weight_calibration_breaks_ties_towards_the_learned_weight():
+    model, inputs, _ = cluster_problem(True)
+    learned = model.cf_log_weight.exp().item()
+    unreachable = np.zeros(len(inputs["items"]), dtype=np.int64)  # no user has a target: every multiple scores 0
+    unreachable[0] = inputs["items"][0, -1]  # one target, already seen: excluded, so a miss for every multiple
+    calibration = calibrate_cf_weight(model, inputs, unreachable, {"cf_weight_grid": [4, 0.5, 1, 2], "valid_k": 10,
+                                                                   "valid_batch_size": 50})
+    assert set(calibration["valid_ndcg@10"].values()) == {0.0}
+    assert calibration["multiple"] == 1.0 and model.cf_log_weight.exp().item() == pytest.approx(learned)
 
 
 def validation_ndcg(model, inputs, targets) -> float:

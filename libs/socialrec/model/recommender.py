@@ -41,7 +41,8 @@ class SocialSequenceRecommender(nn.Module):
     """
 
     def __init__(self, model_conf: dict, n_items: int, max_len: int, text_embeddings: np.ndarray | None,
-                 item_counts: np.ndarray | None = None, cf_factors: np.ndarray | None = None):
+                 item_counts: np.ndarray | None = None, cf_factors: np.ndarray | None = None,
+                 als_term_factors: np.ndarray | None = None):
         super().__init__()
         self.model_conf = dict(model_conf)
         self.n_items = n_items
@@ -96,7 +97,11 @@ class SocialSequenceRecommender(nn.Module):
             # The projected feature sees factors at unit mean norm; the fold-in uses them as ALS fitted them.
             self.register_buffer("cf_scale", rows[rows > 0].mean() if bool((rows > 0).any()) else rows.new_ones(()),
                                  persistent=False)
-            self.register_buffer("cf_gram", factors.T @ factors, persistent=False)
+            # The ALS term's item factors: the input feature's by default, refitted after training under
+            # model.cf_factors.refit_after_training (replace_als_term_factors).
+            self.register_buffer("als_term_factors", factors.clone() if als_term_factors is None
+                                 else torch.tensor(np.asarray(als_term_factors), dtype=torch.float32))
+            self.register_buffer("cf_gram", self.als_term_factors.T @ self.als_term_factors, persistent=False)
             self.cf_alpha = float(model_conf["cf_factors"]["alpha"])
             self.cf_reg = float(model_conf["cf_factors"]["reg"])
             # u·y fits the implicit preference (1 for a user's items, 0 elsewhere), so the weight starts at
@@ -160,7 +165,7 @@ class SocialSequenceRecommender(nn.Module):
         rank), so scoring, top-K and the index stay one matrix product. With `ids` only those items' rows."""
         representation = self.input_representations(ids) if inputs is None else inputs
         if self.use_cf:
-            factors = self.cf_embeddings if ids is None else self.cf_embeddings[ids]
+            factors = self.als_term_factors if ids is None else self.als_term_factors[ids]
             representation = torch.cat([representation, factors.to(representation.dtype)], dim=1)
         return representation
 
@@ -199,7 +204,7 @@ class SocialSequenceRecommender(nn.Module):
         of its logit and the transformer learns what ALS misses; folding in from the window rather than
         storing user factors serves any user, new ones included, with no per-user table."""
         with torch.autocast(device_type=items.device.type, enabled=False):
-            factors = F.embedding(items, self.cf_embeddings.float())                 # [B, L, r]
+            factors = F.embedding(items, self.als_term_factors.float())              # [B, L, r]
             real = (items > 0).float()
             first = real * (first_positions(items, items) == torch.arange(items.shape[1], device=items.device)).float()
             outer = torch.einsum("bl,blr,bls->blrs", self.cf_alpha * real, factors, factors).cumsum(dim=1)
@@ -209,6 +214,17 @@ class SocialSequenceRecommender(nn.Module):
                       + (self.cf_reg * first.cumsum(dim=1) + 1e-6)[..., None, None] * eye)
             rhs = ((self.cf_alpha * real + first)[..., None] * factors).cumsum(dim=1)
             return torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
+
+    def replace_als_term_factors(self, factors: np.ndarray) -> None:
+        """Score the ALS term with other item factors (same rank), e.g. refitted on the validation steps too once
+        training and the weight's calibration are done; the transformer keeps the item feature it was trained on.
+        Why: model selection must not see the validation items, but the test step may, as the ALS baseline does:
+        the refit is 'retrain on train + validation after selection' for the part that is cheap to refit."""
+        table = torch.tensor(np.asarray(factors), dtype=torch.float32, device=self.als_term_factors.device)
+        if table.shape != self.als_term_factors.shape:
+            raise ValueError(f"ALS term factors must be {tuple(self.als_term_factors.shape)}, got {tuple(table.shape)}")
+        self.als_term_factors = table
+        self.cf_gram = table.T @ table
 
     def training_loss(self, batch, exclude_seen: bool | None = None) -> Tensor:
         """Mean cross-entropy over every (step, target) pair of real items, the target being the next item or one
@@ -380,7 +396,11 @@ def load_checkpoint(path, map_location="cpu") -> tuple[SocialSequenceRecommender
     meta = json.loads((path / META_FILE).read_text())
     state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     text = state["text_embeddings"].numpy() if meta["model_conf"]["use_text"] else None
-    cf = state["cf_embeddings"].numpy() if meta["model_conf"].get("use_cf") else None
-    model = SocialSequenceRecommender(meta["model_conf"], meta["n_items"], meta["max_len"], text, cf_factors=cf)
+    cf, als_term = None, None
+    if meta["model_conf"].get("use_cf"):
+        cf = state["cf_embeddings"].numpy()
+        als_term = state.setdefault("als_term_factors", state["cf_embeddings"]).numpy()  # older checkpoints: one table
+    model = SocialSequenceRecommender(meta["model_conf"], meta["n_items"], meta["max_len"], text, cf_factors=cf,
+                                      als_term_factors=als_term)
     model.load_state_dict(state)
     return model.to(map_location).eval(), meta

@@ -27,13 +27,27 @@ def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     return matrix
 
 
-def cf_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
-    """Collaborative item factors fitted on the training steps, when any variant trained in this run uses them."""
+def cf_matrix(ctx: RunContext, n_items: int, with_validation: bool = False) -> np.ndarray | None:
+    """Collaborative item factors fitted on the training steps (also on the validation steps with
+    `with_validation`), when any variant trained in this run uses them."""
     from socialrec.features.collaborative import item_factor_table
 
     if not any_variant_uses(ctx.conf, "use_cf"):
         return None
-    return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items, ctx.conf["model"]["cf_factors"])
+    params = ctx.conf["model"]["cf_factors"]
+    return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items,
+                             {**params, "with_validation": with_validation or params.get("with_validation")})
+
+
+def refit_als_term(checkpoint_dir: str, factors: np.ndarray) -> None:
+    """Give a trained cf model's ALS term the item factors refitted on the validation steps too
+    (model.cf_factors.refit_after_training): early stopping and the weight's calibration have used the validation
+    step already, so from here on the model may know it, as the ALS baseline does."""
+    from socialrec.model.recommender import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(checkpoint_dir)
+    model.replace_als_term_factors(factors)
+    save_checkpoint(checkpoint_dir, model, {**meta, "als_term_refit": True})
 
 
 def absent_inputs(lake) -> dict[str, str]:
@@ -78,13 +92,19 @@ def resume_point(checkpoints: Path, resume: str | None, name: str) -> str | None
     return max(found, key=lambda path: Path(path).stat().st_mtime)
 
 
+def checkpoint_meta(checkpoint_dir: str) -> dict:
+    from socialrec.model.recommender import META_FILE
+
+    return json.loads((Path(checkpoint_dir) / META_FILE).read_text())
+
+
 def finished_result(checkpoint_dir: str):
     """The TrainResult of a variant whose run had finished: its exported best model and history."""
     from socialrec.train.trainer import HISTORY_FILE, TrainResult
 
     variant_dir = Path(checkpoint_dir).parents[2]  # <run>/<variant>/ray_results/<fit>/checkpoint_<n>
     history = json.loads((Path(checkpoint_dir) / HISTORY_FILE).read_text())
-    best_epoch = json.loads((variant_dir / "best" / "meta.json").read_text())["epoch"]
+    best_epoch = checkpoint_meta(str(variant_dir / "best"))["epoch"]
     return TrainResult(checkpoint_dir=str(variant_dir / "best"), best_epoch=best_epoch, history=history,
                        samples_per_second=0.0, seconds=0.0)
 
@@ -111,6 +131,9 @@ def train(ctx: RunContext) -> dict:
     text = None if "use_text" in absent else text_matrix(ctx, n_items)
     started = time.perf_counter()
     cf = cf_matrix(ctx, n_items)
+    cf_params = conf["model"]["cf_factors"]
+    refit = (cf_matrix(ctx, n_items, with_validation=True) if any_variant_uses(conf, "use_cf")
+             and cf_params.get("refit_after_training") and not cf_params.get("with_validation") else None)
     cf_seconds = round(time.perf_counter() - started, 1)
     figures: dict = {"variants": {}, "absent_inputs": absent,
                      **({"cf_fit_seconds": cf_seconds} if cf is not None else {})}
@@ -136,6 +159,8 @@ def train(ctx: RunContext) -> dict:
                 cf_factors=cf if variant_conf["model"].get("use_cf") else None, resume_from=resume_from,
                 progress=(lambda line, name=name: ctx.progress(f"  {name} {line}")) if ctx.progress else None,
             )
+        if refit is not None and variant_conf["model"].get("use_cf"):
+            refit_als_term(result.checkpoint_dir, refit)
         best = result.history[result.best_epoch] if result.history else {}
         published[name] = result.checkpoint_dir
         figures["variants"][name] = {
@@ -144,6 +169,8 @@ def train(ctx: RunContext) -> dict:
             "use_cf": bool(variant_conf["model"].get("use_cf")),
             "samples_per_second": round(result.samples_per_second, 1),
             "resumed_from": resume_from,
+            **({"cf_weight": calibration} if (calibration := checkpoint_meta(result.checkpoint_dir)
+                                             .get("cf_weight_calibration")) else {}),
         }
     main = figures["variants"]["model"]
     record = model_store.publish(checkpoints, ctx.run_id, published["model"],
