@@ -147,7 +147,8 @@ def calibrate_cf_weight(model: SocialSequenceRecommender, valid_inputs: dict[str
     chosen = max(scores, key=lambda multiple: (scores[multiple], -abs(math.log(multiple))))
     with torch.no_grad():
         model.cf_log_weight.copy_(learned + math.log(chosen))
-    return {"learned_weight": float(learned.exp()), "multiple": chosen, "weight": float(model.cf_log_weight.detach().exp()),
+    return {"learned_weight": float(learned.exp()), "multiple": chosen,
+            "weight": float(model.cf_log_weight.detach().exp()),
             f"valid_{score_name}": {str(multiple): score for multiple, score in scores.items()}}
 
 
