@@ -132,18 +132,12 @@ def normalised_event_type(conf: dict) -> Column:
     return F.when(_blank("event_type"), F.lit(clean["default_event_type"])).otherwise(mapped)
 
 
-def _split(ctx: RunContext, labelled: DataFrame, table: str) -> tuple[DataFrame, DataFrame]:
-    labelled = labelled.persist()
-    return labelled, quarantine_rows(labelled, table, ctx.run_id)
-
-
-def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
+def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataFrame, DataFrame]:
     bronze = pending_rows(ctx, "bronze.events", batches)
     ts, event_type = parse_timestamp(F.col("ts")), normalised_event_type(ctx.conf)
     rating = F.expr("try_cast(rating as double)")
     labelled = bronze.withColumn("_rule", first_failed_rule(_event_rules(ctx.conf, ts, event_type, rating)))
-    labelled = flag_bots(ctx.conf["clean"]["bots"], labelled, ts, event_type)
-    labelled, quarantined = _split(ctx, labelled, "events")
+    labelled = flag_bots(ctx.conf["clean"]["bots"], labelled, ts, event_type).persist()
     good = labelled.where(F.col("_rule").isNull()).select(
         F.trim("user_id").alias("user_id"),
         F.trim("item_id").alias("item_id"),
@@ -162,10 +156,10 @@ def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataF
         .select("event_id", "user_key", "item_id", "event_type", "ts", "rating", "review_text", "session_id",
                 "_batch_id")
     )
-    return silver, quarantined, labelled.count()
+    return silver, labelled
 
 
-def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
+def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame, batches: list[str]) -> tuple[DataFrame, DataFrame]:
     """Drop self-loops and edges to users with no events (dangling), each quarantined under its rule."""
     bronze = pending_rows(ctx, "bronze.social", batches)
     src, dst = F.trim("src_user_id"), F.trim("dst_user_id")
@@ -178,8 +172,7 @@ def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame, batches: l
         ("self_loop", src == dst),
         ("dangling_edge", F.col("_src_known").isNull() | F.col("_dst_known").isNull()),
     ]
-    labelled = joined.withColumn("_rule", first_failed_rule(rules)).drop("_src_known", "_dst_known")
-    labelled, quarantined = _split(ctx, labelled, "social")
+    labelled = joined.withColumn("_rule", first_failed_rule(rules)).drop("_src_known", "_dst_known").persist()
     relation = F.coalesce(F.lower(F.trim("relation")), F.lit("friend"))
     silver = (
         labelled.where(F.col("_rule").isNull())
@@ -188,10 +181,10 @@ def clean_social(ctx: RunContext, key: bytes, known_users: DataFrame, batches: l
         .select(hmac_sha256_hex(F.col("src"), key).alias("src_user_key"),
                 hmac_sha256_hex(F.col("dst"), key).alias("dst_user_key"), "relation", "ts")
     )
-    return silver, quarantined, labelled.count()
+    return silver, labelled
 
 
-def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFrame, int]:
+def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFrame]:
     bronze = pending_rows(ctx, "bronze.items", batches)
     price = F.expr("try_cast(price as double)")
     rules = [
@@ -199,7 +192,7 @@ def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFra
         ("missing_item_id", _blank("item_id")),
         ("invalid_price", ~_blank("price") & (price.isNull() | (price < 0))),
     ]
-    labelled, quarantined = _split(ctx, bronze.withColumn("_rule", first_failed_rule(rules)), "items")
+    labelled = bronze.withColumn("_rule", first_failed_rule(rules)).persist()
     limit = ctx.conf["clean"]["max_text_chars"]
     text = lambda c: F.when(_blank(c), None).otherwise(scrub_text(F.trim(c), limit))  # noqa: E731
     silver = (
@@ -209,7 +202,7 @@ def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFra
                 F.trim("brand").alias("brand"), price.alias("price"))
         .dropDuplicates(["item_id"])
     )
-    return silver, quarantined, labelled.count()
+    return silver, labelled
 
 
 MERGE_KEYS = {"events": (["event_id"], False), "social": (["src_user_key", "dst_user_key"], False),
@@ -250,11 +243,22 @@ def clean(ctx: RunContext) -> dict:
         outputs.append(("social", *clean_social(ctx, key, known_users, batches)))
     if ctx.lake.exists("bronze.items"):
         outputs.append(("items", *clean_items(ctx, batches)))
+    try:
+        commit_clean_outputs(ctx, outputs, figures)
+    finally:  # the cached batch is the size of the input: a long pipeline run must not carry it into later stages
+        for _, silver, labelled in outputs:
+            silver.unpersist()
+            labelled.unpersist()
+    mark_batches_done(ctx, "clean", batches)
+    return figures
 
+
+def commit_clean_outputs(ctx: RunContext, outputs: list[tuple[str, DataFrame, DataFrame]], figures: dict) -> None:
+    """Judge every table's quarantine share, then MERGE each silver table and replace the batches' quarantine."""
     checked = []
-    for table, silver, quarantine, rows_in in outputs:
-        silver = silver.persist()
-        checked.append((table, silver, quarantine, rows_in, quarantine.count()))
+    for table, silver, labelled in outputs:
+        quarantine = quarantine_rows(labelled, table, ctx.run_id)
+        checked.append((table, silver.persist(), quarantine, labelled.count(), quarantine.count()))
     quarantined = checked[0][2]
     for _, _, quarantine, _, _ in checked[1:]:
         quarantined = quarantined.unionByName(quarantine)
@@ -266,7 +270,6 @@ def clean(ctx: RunContext) -> dict:
     _check_quarantine_share(ctx.conf, shares, figures["quarantine_by_rule"])
     for table, silver, _, rows_in, rows_quarantined in checked:
         if rows_in == 0:  # e.g. a later batch with new events only: that table has nothing to merge or gate
-            silver.unpersist()
             figures["tables"][table] = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0}
             continue
         keys, update_existing = MERGE_KEYS[table]
@@ -278,10 +281,8 @@ def clean(ctx: RunContext) -> dict:
         figures["tables"][table] = table_figures
         for name in table_figures:
             figures[name] += table_figures[name]
-    batch_list = ", ".join(f"'{batch}'" for batch in batches)
+    batch_list = ", ".join(f"'{batch}'" for batch in figures["batches"])
     ctx.commit("silver.quarantine", quarantined, mode="overwrite", replace_where=f"_batch_id IN ({batch_list})")
-    mark_batches_done(ctx, "clean", batches)
-    return figures
 
 
 def mark_batches_done(ctx: RunContext, stage: str, batches: list[str]) -> None:
