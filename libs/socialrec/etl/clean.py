@@ -244,7 +244,7 @@ def clean(ctx: RunContext) -> dict:
     if ctx.lake.exists("bronze.items"):
         outputs.append(("items", *clean_items(ctx, batches)))
     try:
-        commit_clean_outputs(ctx, outputs, figures)
+        commit_clean_outputs(ctx, outputs, batches, figures)
     finally:  # the cached batch is the size of the input: a long pipeline run must not carry it into later stages
         for _, silver, labelled in outputs:
             silver.unpersist()
@@ -253,7 +253,8 @@ def clean(ctx: RunContext) -> dict:
     return figures
 
 
-def commit_clean_outputs(ctx: RunContext, outputs: list[tuple[str, DataFrame, DataFrame]], figures: dict) -> None:
+def commit_clean_outputs(ctx: RunContext, outputs: list[tuple[str, DataFrame, DataFrame]], batches: list[str],
+                         figures: dict) -> None:
     """Judge every table's quarantine share, then MERGE each silver table and replace the batches' quarantine."""
     checked = []
     for table, silver, labelled in outputs:
@@ -281,7 +282,7 @@ def commit_clean_outputs(ctx: RunContext, outputs: list[tuple[str, DataFrame, Da
         figures["tables"][table] = table_figures
         for name in table_figures:
             figures[name] += table_figures[name]
-    batch_list = ", ".join(f"'{batch}'" for batch in figures["batches"])
+    batch_list = ", ".join(f"'{batch}'" for batch in batches)
     ctx.commit("silver.quarantine", quarantined, mode="overwrite", replace_where=f"_batch_id IN ({batch_list})")
 
 
