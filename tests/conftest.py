@@ -25,6 +25,16 @@ def spark(conf):
     session.stop()
 
 
+@pytest.fixture()
+def cached_rdds(spark):
+    """Counts the persisted RDDs other than Delta's own cache of each table's log state: a stage that leaves
+    one behind holds memory and disk (and the shuffle files behind it) through every later stage."""
+    def count() -> int:
+        persisted = spark.sparkContext._jsc.getPersistentRDDs().values()
+        return sum(1 for rdd in persisted if not str(rdd.name()).startswith("Delta Table State"))
+    return count
+
+
 @pytest.fixture(autouse=True)
 def _release_finished_lakes():
     """After each test, drop the Delta logs and cached frames of the lakes it made. Every test writes a lake of

@@ -52,16 +52,11 @@ def dirty_source(tmp_path):
     return source
 
 
-def cached_rdds(spark) -> int:
-    """Persisted RDDs other than Delta's own cache of each table's log state."""
-    persisted = spark.sparkContext._jsc.getPersistentRDDs().values()
-    return sum(1 for rdd in persisted if not str(rdd.name()).startswith("Delta Table State"))
-
-
-def test_dirty_rows_are_quarantined_with_their_rule_and_counts_reconcile(spark, permissive_conf, dirty_source):
-    cached_before = cached_rdds(spark)
+def test_dirty_rows_are_quarantined_with_their_rule_and_counts_reconcile(spark, permissive_conf, dirty_source,
+                                                                        cached_rdds):
+    cached_before = cached_rdds()
     report = run_pipeline(permissive_conf, source=str(dirty_source), stages=["ingest", "clean"], progress=lambda _: None)
-    assert cached_rdds(spark) == cached_before  # the batch cached while cleaning is released for later stages
+    assert cached_rdds() == cached_before  # the batch cached while cleaning is released for later stages
     clean = report.stages["clean"]
     assert clean["rows_in"] == clean["rows_out"] + clean["rows_quarantined"] + clean["rows_duplicates"]
     assert clean["tables"]["events"] == {"rows_in": 11, "rows_out": 4, "rows_quarantined": 6, "rows_duplicates": 1}
@@ -90,12 +85,12 @@ def test_silver_is_pseudonymised_normalised_and_scrubbed(spark, permissive_conf,
         assert not events[column].astype(str).isin(["alice", "bob", "carol"]).any()
 
 
-def test_too_much_quarantine_stops_the_run_before_silver_is_written(spark, lake_conf, dirty_source):
+def test_too_much_quarantine_stops_the_run_before_silver_is_written(spark, lake_conf, dirty_source, cached_rdds):
     strict = deep_merge(lake_conf, {"quality": {"max_quarantine_fraction": 0.1}})
-    cached_before = cached_rdds(spark)
+    cached_before = cached_rdds()
     with pytest.raises(RuntimeError, match=r"silver.events: .* quarantined, above the limit"):
         run_pipeline(strict, source=str(dirty_source), stages=["ingest", "clean"], progress=lambda _: None)
-    assert cached_rdds(spark) == cached_before  # released on failure too
+    assert cached_rdds() == cached_before  # released on failure too
     from socialrec.io.tables import Lake
 
     lake = Lake(spark, strict)

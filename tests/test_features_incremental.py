@@ -80,11 +80,13 @@ def _by_key(lake: Lake) -> dict:
     return out
 
 
-def test_an_events_only_batch_rebuilds_only_the_users_it_touches(spark, lake_conf, tmp_path):
+def test_an_events_only_batch_rebuilds_only_the_users_it_touches(spark, lake_conf, tmp_path, cached_rdds):
     source = tmp_path / "source"
     _write_source(source, with_second_batch=False)
+    cached_before = cached_rdds()
     first = _run(lake_conf, source).stages["features"]
     assert first["mode"] == "full"
+    assert cached_rdds() == cached_before  # the full build releases what it cached on the way
     lake = Lake(spark, lake_conf)
     before = {table: lake.read(table).toPandas() for table in TABLES}
     idx_before = dict(zip(before["gold.user_sequences"]["user_key"], before["gold.user_sequences"]["user_idx"]))

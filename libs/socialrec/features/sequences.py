@@ -130,31 +130,35 @@ def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, on
     if social is None:
         return empty
     cutoff = F.when(F.col("test_item") > 0, F.element_at("ts", -2)).otherwise(F.lit(2**62))
-    me = targets.select("user_key", "user_idx", cutoff.alias("cutoff"))
+    # Users go by their int ids from here on: the friends' events join fans out to every friend's whole history
+    # (hundreds of millions of rows at 100M events), and a 64-character key on each of those rows doubles its
+    # shuffle; keys are joined back once per user at the end.
+    me = targets.select("user_idx", cutoff.alias("cutoff"))
     friend_ids = users.select(F.col("user_key").alias("dst_user_key"), F.col("user_idx").alias("friend_idx"),
                               F.col("n_steps").alias("friend_steps"))
     edges = (
         social.select(F.col("src_user_key").alias("user_key"), "dst_user_key").distinct()
-        .join(me.select("user_key"), "user_key", "left_semi")
+        .join(targets.select("user_key", "user_idx"), "user_key")
         .join(friend_ids, "dst_user_key")
         .withColumn("_rank", F.row_number().over(
-            Window.partitionBy("user_key").orderBy(F.desc("friend_steps"), "friend_idx")))
+            Window.partitionBy("user_idx").orderBy(F.desc("friend_steps"), "friend_idx")))
         .where(F.col("_rank") <= limit)
+        .select("user_idx", "friend_idx")
     )
     friend_events = users.select(F.col("user_idx").alias("friend_idx"),
                                  F.explode(F.arrays_zip("items", "ts")).alias("e"))
     recent = (
-        edges.join(me, "user_key").join(friend_events, "friend_idx")
+        edges.join(me, "user_idx").join(friend_events, "friend_idx")
         .where(F.col("e.ts") < F.col("cutoff"))
-        .groupBy("user_key", F.col("e.items").alias("item_idx")).agg(F.max("e.ts").alias("last_ts"))
-        .withColumn("_rank", F.row_number().over(Window.partitionBy("user_key").orderBy(F.desc("last_ts"), "item_idx")))
+        .groupBy("user_idx", F.col("e.items").alias("item_idx")).agg(F.max("e.ts").alias("last_ts"))
+        .withColumn("_rank", F.row_number().over(Window.partitionBy("user_idx").orderBy(F.desc("last_ts"), "item_idx")))
         .where(F.col("_rank") <= limit)
-        .groupBy("user_key").agg(F.array_sort(F.collect_list(F.struct("last_ts", "item_idx"))).alias("_r"))
-        .select("user_key", F.col("_r.item_idx").alias("friend_items"))
+        .groupBy("user_idx").agg(F.array_sort(F.collect_list(F.struct("last_ts", "item_idx"))).alias("_r"))
+        .select("user_idx", F.col("_r.item_idx").alias("friend_items"))
     )
-    friends = edges.groupBy("user_key").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
+    friends = edges.groupBy("user_idx").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
     return (
-        targets.select("user_key", "user_idx").join(friends, "user_key", "left").join(recent, "user_key", "left")
+        targets.select("user_key", "user_idx").join(friends, "user_idx", "left").join(recent, "user_idx", "left")
         .select("user_key", "user_idx",
                 F.coalesce("friends", F.array().cast("array<int>")).alias("friends"),
                 F.coalesce("friend_items", F.array().cast("array<int>")).alias("friend_items"))
@@ -293,26 +297,40 @@ def update_features(ctx: RunContext, batches: list[str]) -> dict:
 
 
 def rebuild_features(ctx: RunContext) -> dict:
+    """Histories first, committed and released; the tables after them read gold.user_sequences back, so the
+    shuffles behind the histories (several copies of the events) can be cleaned up before those are computed."""
     conf, lake = ctx.conf, ctx.lake
     events = lake.read("silver.events")
     items = lake.read("silver.items") if lake.exists("silver.items") else None
     social = lake.read("silver.social") if lake.exists("silver.social") else None
 
     index = item_index(events, items).persist()
-    steps = collapsed_steps(events, conf)
-    purchases = events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
-    histories = user_histories(steps, index, purchases, conf).persist()
-    neighbours = social_neighbours(social, histories, conf).persist()
-    histories = histories.join(neighbours.select("user_key", "friend_items"), "user_key", "left")
-
-    ctx.commit("gold.item_index", with_popularity(index, histories))
-    ctx.commit("gold.user_sequences", histories)
-    ctx.commit("gold.social_neighbours", neighbours)
-    ctx.commit("gold.train_examples", train_examples(histories, conf), files=conf["features"]["train_files"])
-    text = item_text(index, items)
-    if text is not None:
-        ctx.commit("gold.item_text", text)
+    try:
+        commit_histories(ctx, events, index, social)
+        sequences = lake.read("gold.user_sequences")
+        ctx.commit("gold.item_index", with_popularity(index, sequences))
+        ctx.commit("gold.train_examples", train_examples(sequences, conf), files=conf["features"]["train_files"])
+        text = item_text(index, items)
+        if text is not None:
+            ctx.commit("gold.item_text", text)
+    finally:
+        index.unpersist()
     figures = {name: ctx.report.tables[name]["rows"] for name in ctx.report.tables if name.startswith("gold.")}
     figures["rows_out"] = ctx.report.tables["gold.user_sequences"]["rows"]
     figures["mode"] = "full"
     return figures
+
+
+def commit_histories(ctx: RunContext, events: DataFrame, index: DataFrame, social: DataFrame | None) -> None:
+    """gold.user_sequences and gold.social_neighbours from silver; their caches are released on return."""
+    conf = ctx.conf
+    purchases = events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
+    histories = user_histories(collapsed_steps(events, conf), index, purchases, conf).persist()
+    neighbours = social_neighbours(social, histories, conf).persist()
+    try:
+        ctx.commit("gold.user_sequences",
+                   histories.join(neighbours.select("user_key", "friend_items"), "user_key", "left"))
+        ctx.commit("gold.social_neighbours", neighbours)
+    finally:
+        neighbours.unpersist()
+        histories.unpersist()
