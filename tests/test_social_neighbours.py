@@ -25,11 +25,13 @@ def test_the_busiest_friends_and_their_items_before_the_cutoff(spark):
     users, social = _frames(spark)
     rows = {r.user_key: (r.user_idx, list(r.friends), list(r.friend_items))
             for r in social_neighbours(social, users, CONF).collect()}
+    # a: b (3 steps) and d (2) beat c (1); b's 7 at ts 35 is after a's cut-off 30, and of b's 5, 6 and d's 9, 10
+    # the two most recent are kept, oldest first. d has no holdout, so every item of its friend c counts.
     assert rows == {
-        "a": (1, [2, 4], [5, 6]),  # b (3 steps) and d (2) beat c (1); b's 7 at ts 35 is after a's cut-off 30,
-        "b": (2, [1], [1, 2]),     # and of b's 5, 6 and d's 9, 10 the two most recent are kept, oldest first
+        "a": (1, [2, 4], [5, 6]),
+        "b": (2, [1], [1, 2]),
         "c": (3, [], []),
-        "d": (4, [3], [8]),        # no holdout: every friend item counts
+        "d": (4, [3], [8]),
     }
 
 

@@ -134,11 +134,12 @@ def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, on
     # (hundreds of millions of rows at 100M events), and a 64-character key on each of those rows doubles its
     # shuffle; keys are joined back once per user at the end.
     me = targets.select("user_idx", cutoff.alias("cutoff"))
+    target_ids = targets.select("user_key", "user_idx")
     friend_ids = users.select(F.col("user_key").alias("dst_user_key"), F.col("user_idx").alias("friend_idx"),
                               F.col("n_steps").alias("friend_steps"))
     edges = (
         social.select(F.col("src_user_key").alias("user_key"), "dst_user_key").distinct()
-        .join(targets.select("user_key", "user_idx"), "user_key")
+        .join(target_ids, "user_key")
         .join(friend_ids, "dst_user_key")
         .withColumn("_rank", F.row_number().over(
             Window.partitionBy("user_idx").orderBy(F.desc("friend_steps"), "friend_idx")))
@@ -158,7 +159,7 @@ def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, on
     )
     friends = edges.groupBy("user_idx").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
     return (
-        targets.select("user_key", "user_idx").join(friends, "user_idx", "left").join(recent, "user_idx", "left")
+        target_ids.join(friends, "user_idx", "left").join(recent, "user_idx", "left")
         .select("user_key", "user_idx",
                 F.coalesce("friends", F.array().cast("array<int>")).alias("friends"),
                 F.coalesce("friend_items", F.array().cast("array<int>")).alias("friend_items"))
