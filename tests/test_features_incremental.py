@@ -86,7 +86,7 @@ def test_an_events_only_batch_rebuilds_only_the_users_it_touches(spark, lake_con
     cached_before = cached_rdds()
     first = _run(lake_conf, source).stages["features"]
     assert first["mode"] == "full"
-    assert cached_rdds() == cached_before  # the full build releases what it cached on the way
+    assert cached_rdds() <= cached_before  # nothing the full build cached remains
     lake = Lake(spark, lake_conf)
     before = {table: lake.read(table).toPandas() for table in TABLES}
     idx_before = dict(zip(before["gold.user_sequences"]["user_key"], before["gold.user_sequences"]["user_idx"]))
