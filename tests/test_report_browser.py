@@ -1,7 +1,7 @@
 """The HTML run report (`socialrec report`) and one notebook's figures, opened in headless Chromium (Debian's
-`chromium`, installed by scripts/setup_env.sh; SOCIALREC_CHROMIUM names another binary): the page a person opens
-shows the run's key figures and its plots decode and are painted. A missing browser fails rather than skips:
-this check is part of what "done" means for the operator tools."""
+`chromium`, installed by `scripts/setup_env.sh --with-browser`, which `make test` runs; SOCIALREC_CHROMIUM names
+another binary): the page a person opens shows the run's key figures and its plots decode and are painted. A
+missing browser fails rather than skips: this check is part of what "done" means for the operator tools."""
 import html
 import os
 import shutil
@@ -35,8 +35,9 @@ def chromium() -> str:
     """Resolved before the shared pipeline lake is built, so a missing browser fails in seconds."""
     path = os.environ.get("SOCIALREC_CHROMIUM") or shutil.which("chromium")
     if not path or not os.access(path, os.X_OK):
-        pytest.fail("headless Chromium not found: run `bash scripts/setup_env.sh` (installs Debian's `chromium` "
-                    "with apt) or set SOCIALREC_CHROMIUM=/path/to/chromium", pytrace=False)
+        pytest.fail("headless Chromium not found: run `bash scripts/setup_env.sh --with-browser` (installs "
+                    "Debian's `chromium` with apt; `make test` does) or set SOCIALREC_CHROMIUM=/path/to/chromium",
+                    pytrace=False)
     return path
 
 

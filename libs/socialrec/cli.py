@@ -45,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--users", metavar="all|changed-since=YYYY-MM-DD",
                      help="users the infer stage rescores (infer.users; default all)")
 
+    stream = commands.add_parser("stream", help="update recommendations seconds after new events (Structured Streaming)",
+                                 description="Watch --events DIR (or stream.source) for new event files; each "
+                                             "micro-batch is cleaned, gated and MERGEd into silver, the touched "
+                                             "users' gold rows are updated and only they are rescored into "
+                                             "gold.recommendations, exactly once across restarts. Needs a lake the "
+                                             "batch pipeline built (gold tables and a trained model).")
+    stream.add_argument("--events", help="folder watched for new event files (stream.path)")
+    stream.add_argument("--conf", help="config file (default conf/local.yml)")
+    stream.add_argument("--lake", help="lake root folder (overrides lake.root)")
+    stream.add_argument("--available-now", action="store_true",
+                        help="process the files present, then stop (for schedulers); default: run until stopped")
+    stream.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+
     generate = commands.add_parser("generate", help="write a synthetic source in the generic input format")
     generate.add_argument("--out", required=True, help="output folder")
     generate.add_argument("--conf", help="config file (default conf/local.yml)")
@@ -129,6 +142,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_stream(args) -> int:
+    from socialrec.pipeline import make_context
+    from socialrec.stream.job import run_stream
+
+    conf = _load(args)
+    if args.events:
+        conf["stream"]["path"] = args.events
+    ctx = make_context(conf, source=f"stream:{conf['stream'].get('source', 'files')}")
+    figures = run_stream(ctx, available_now=args.available_now)
+    print(f"stream stopped: {figures['micro_batches']} micro-batches, {figures['rows_in']} input rows")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from socialrec.etl.generate import generate_source
     from socialrec.io.spark_session import get_spark
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "ablate": cmd_ablate, "generate": cmd_generate, "status": cmd_status,
+        return {"run": cmd_run, "stream": cmd_stream, "ablate": cmd_ablate, "generate": cmd_generate, "status": cmd_status,
                 "report": cmd_report, "maintain": cmd_maintain}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"socialrec: error: {exc}", file=sys.stderr)

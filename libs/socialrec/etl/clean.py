@@ -225,23 +225,26 @@ def pending_rows(ctx: RunContext, table: str, batches: list[str]) -> DataFrame:
     return ctx.lake.read(table).where(F.col("_batch_id").isin(batches))
 
 
-def clean(ctx: RunContext) -> dict:
-    """Clean the bronze batches not yet applied, MERGE them into silver on natural keys and record them.
+def clean(ctx: RunContext, batches: list[str] | None = None, events_only: bool = False) -> dict:
+    """Clean the bronze batches not yet applied (or the `batches` named), MERGE them into silver on natural keys
+    and record them.
 
     Each silver table changes in one commit and the batches are marked done last, so a run killed half way
     is completed by the next one: MERGE and the batch-scoped quarantine overwrite make re-applying a no-op.
+    `events_only`: the batches hold events alone (a stream's micro-batch), so the social and catalogue tables
+    are not read for them.
     """
     key = pseudonymisation_key(ctx.conf["clean"]["pseudonymisation"])
-    batches = pending_batches(ctx)
+    batches = pending_batches(ctx) if batches is None else sorted(batches)
     figures = {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "rows_duplicates": 0, "tables": {},
                "batches": batches}
     if not batches:
         return figures
     outputs = [("events", *clean_events(ctx, key, batches))]
-    if ctx.lake.exists("bronze.social"):
+    if ctx.lake.exists("bronze.social") and not events_only:
         known_users = ctx.lake.read("bronze.events").select(F.trim("user_id").alias("user_id")).distinct()
         outputs.append(("social", *clean_social(ctx, key, known_users, batches)))
-    if ctx.lake.exists("bronze.items"):
+    if ctx.lake.exists("bronze.items") and not events_only:
         outputs.append(("items", *clean_items(ctx, batches)))
     try:
         commit_clean_outputs(ctx, outputs, batches, figures)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from socialrec.etl.adapters import prepare_source
-from socialrec.io.sources import file_checksums, find_files, read_files, require_source, spark_path
+from socialrec.io.sources import file_checksums, find_files, read_files, require_source, with_checksums
 from socialrec.run_context import RunContext
 
 TABLES = ("events", "social", "items")
@@ -50,10 +50,8 @@ def ingest(ctx: RunContext, source_dir: str) -> dict:
         if not non_empty:
             figures["tables"][table] = 0
             continue
-        checksum_of = F.create_map(*[F.lit(x) for path in non_empty for x in (spark_path(path), checksums[path])])
         bronze = (
-            read_files(ctx.spark, fmt, non_empty, table)
-            .withColumn("_source_checksum", F.element_at(checksum_of, F.col("_source_file")))
+            with_checksums(read_files(ctx.spark, fmt, non_empty, table), {path: checksums[path] for path in non_empty})
             .withColumn("_ingested_at", F.current_timestamp())
             .withColumn("_batch_id", F.lit(ctx.run_id))
         )

@@ -26,13 +26,14 @@ category cap (`infer.max_per_category`) re-rank the best candidates (`reranked`)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 COMPONENTS = ("model", "social", "sentiment", "fresh", "pop")
-REASON_CODES = ("social_proof", "similar_to_history", "popular_in_category", "trending", "model")
+REASON_CODES = ("social_proof", "similar_to_history", "popular_in_category", "trending", "in_session", "model")
 DAY = 86400.0
 # Verbs for the explanation sentence, by event type name (clean.event_types).
 VERBS = {"view": "viewed", "click": "clicked", "cart": "added to your cart", "purchase": "bought",
@@ -140,6 +141,14 @@ class ItemFeatures:
     @property
     def n_items(self) -> int:
         return len(self.item_id) - 1
+
+    def first(self, n_items: int) -> "ItemFeatures":
+        """Items 1..n_items only: the catalogue a model trained before newer items arrived can score (the rest
+        become recommendable after the next training run)."""
+        if n_items >= self.n_items:
+            return self
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[:n_items + 1] for f in dataclasses.fields(self)
+                                            if getattr(self, f.name) is not None})
 
     def name(self, idx: int) -> str:
         if self.title is not None and isinstance(self.title[idx], str) and self.title[idx]:
@@ -491,14 +500,18 @@ def cold_start_candidates(friend_items: np.ndarray, items: ItemFeatures, n: int)
 # ------------------------------------------------------------------------------------------ explanation
 def explain(weighted: dict, *, has_history: bool, friends: int = 0, friend_verb: str = "bought",
             category: str | None = None, similar_item: str | None = None, similar_verb: str = "viewed",
-            rating: float | None = None, age_days: float | None = None) -> tuple[str, str]:
+            rating: float | None = None, age_days: float | None = None,
+            session_category: str | None = None) -> tuple[str, str]:
     """(reason_code, reason): a concrete social fact whenever friends bought or liked the item (the reason people
     act on, even where the model's score weighs more), otherwise the component with the largest weighted
     contribution. model -> similar_to_history (user with history) or model (without); social -> social_proof;
     pop -> popular_in_category; fresh -> trending; sentiment -> model ("well rated ...": no code of its own).
+    Live scores (socialrec.inference.live_context) add request-time terms: session -> in_session ("matches what
+    you are browsing now"); hour and device explain nothing on their own.
     The weights of every component stay in `components`, so the numbers behind a sentence remain auditable.
     """
-    component = max(COMPONENTS, key=lambda name: (weighted.get(name, 0.0), -COMPONENTS.index(name)))
+    names = list(COMPONENTS) + [name for name in weighted if name not in COMPONENTS]
+    component = max(names, key=lambda name: (weighted.get(name, 0.0), -names.index(name)))
     if friends > 0 and weighted.get("social", 0.0) > 0:
         return "social_proof", f"{friends} friend{'s' if friends != 1 else ''} {friend_verb} this"
     if component == "model" and has_history and similar_item:
@@ -508,6 +521,9 @@ def explain(weighted: dict, *, has_history: bool, friends: int = 0, friend_verb:
     if component == "fresh":
         return "trending", ("new and trending" if age_days is None or np.isnan(age_days)
                             else f"new and trending (first seen {age_days:.0f} days ago)")
+    if component == "session" and weighted["session"] > 0:
+        return "in_session", (f"matches what you are browsing now ({session_category})" if session_category
+                              else "matches what you are browsing now")
     if component == "sentiment" and rating is not None:
         return "model", f"well rated by buyers ({rating:.1f} of 5 on average)"
     return "model", "recommended for you"
@@ -546,12 +562,13 @@ class ItemPriors:
 
 def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settings: FusionSettings, k: int,
               as_of: float, pool_items=None, pool_scores=None, mean: float = 0.0, std: float = 1.0,
-              model_scores_of=None, item_vectors=None) -> pd.DataFrame:
+              model_scores_of=None, item_vectors=None, context_parts: dict | None = None) -> pd.DataFrame:
     """The user's fused, rule-checked, diversified top-k with components and explanations.
 
     pool_items/pool_scores: the model's best allowed items and raw scores (from chunked_top_k), mean/std the
     user's raw score moments; model_scores_of(items) gives raw model scores of extra candidates (friends' items);
     item_vectors ([n_items + 1, d] unit rows, the model's item space) drive MMR where infer.mmr_lambda < 1.
+    context_parts: weighted request-time terms, dense over items (live_context.context_parts), added to the sum.
     A user without history (or without a model pool) gets model = 0 and cold-start candidates.
     Columns: item_idx, score, model_score, components (dict of weighted components), reason_code, reason.
     """
@@ -582,7 +599,9 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
              "fresh": priors.fresh[candidates], "pop": priors.pop[candidates]}
     weights = settings.weights_for(has_history)
     weighted = {name: weights[name] * values for name, values in parts.items()}
-    final = np.sum([weighted[name] for name in COMPONENTS], axis=0)
+    weighted.update({name: np.asarray(values, dtype=np.float64)[candidates]
+                     for name, values in (context_parts or {}).items()})
+    final = np.sum(list(weighted.values()), axis=0)
 
     order = np.argsort(-final, kind="stable")
     caps = category_caps(user.history_items, items.category, k, settings)
@@ -591,7 +610,7 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
     rows = []
     for position in order:
         item = int(candidates[position])
-        contributions = {name: float(weighted[name][position]) for name in COMPONENTS}
+        contributions = {name: float(values[position]) for name, values in weighted.items()}
         friend_rows = user.friend_items == item
         types = set(np.asarray(user.friend_types)[friend_rows]) if friend_rows.any() else set()
         verb = " or ".join(VERBS.get(t, str(t)) for t in sorted(types)) if types else "bought"
@@ -601,7 +620,7 @@ def rank_user(user: UserContext, items: ItemFeatures, priors: ItemPriors, settin
             contributions, has_history=has_history, friends=int(friend_counts[position]), friend_verb=verb,
             category=items.category[item], similar_item=similar, similar_verb=similar_verb,
             rating=float(items.rating[item]) if items.rating is not None and np.isfinite(items.rating[item]) else None,
-            age_days=age)
+            age_days=age, session_category=items.category[item])
         rows.append({"item_idx": item, "score": float(final[position]),
                      "model_score": float(raw[position]) if np.isfinite(raw[position]) else 0.0,
                      "components": contributions, "reason_code": code, "reason": reason})

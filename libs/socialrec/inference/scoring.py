@@ -32,6 +32,7 @@ from pyspark.sql.types import (DoubleType, FloatType, IntegerType, LongType, Map
 from socialrec.evaluation.metrics import category_diversity
 from socialrec.inference import ann
 from socialrec.inference import fusion as fu
+from socialrec.inference import live_context
 from socialrec.inference import model_store
 from socialrec.run_context import RunContext
 
@@ -114,6 +115,8 @@ def _user_vectors(model, histories: list[dict], max_len: int) -> np.ndarray:
     from socialrec.features.windows import build_inputs
 
     inputs = build_inputs(histories, "full", max_len)
+    for name in ("items", "friend_items"):  # items newer than the model: padding until the next training run
+        inputs[name][inputs[name] > model.n_items] = 0
     with torch.inference_mode():
         device = model_store.model_device(model)
         batch = {name: torch.from_numpy(values).to(device) for name, values in inputs.items()}
@@ -124,23 +127,37 @@ def _as_array(values, dtype) -> np.ndarray:
     return np.asarray(values if values is not None else [], dtype=dtype)
 
 
-def user_context(row: dict, event_names: list[str]) -> fu.UserContext:
-    """A fusion.UserContext from a row of the UDF input (history arrays plus `friend_events`)."""
+def user_context(row: dict, event_names: list[str], n_items: int | None = None) -> fu.UserContext:
+    """A fusion.UserContext from a row of the UDF input (history arrays plus `friend_events`); with `n_items`,
+    items above it (newer than the model) are left out."""
     def name(code):
         return event_names[code - 1] if 0 < code <= len(event_names) else "view"
 
     friend_events = row.get("friend_events")
-    friend_events = list(friend_events) if friend_events is not None else []
+    friend_events = [e for e in (friend_events if friend_events is not None else [])
+                     if n_items is None or e["item_idx"] <= n_items]
+    history = _as_array(row["items"], np.int64)
+    known = history <= n_items if n_items is not None else np.ones(len(history), dtype=bool)
+    purchased = _as_array(row["purchased"], np.int64)
     return fu.UserContext(
         user_key=row["user_key"],
-        history_items=_as_array(row["items"], np.int64),
-        history_types=np.asarray([name(int(c)) for c in _as_array(row["event_types"], np.int64)], dtype=object),
-        purchased=_as_array(row["purchased"], np.int64),
+        history_items=history[known],
+        history_types=np.asarray([name(int(c)) for c in _as_array(row["event_types"], np.int64)],
+                                 dtype=object)[known],
+        purchased=purchased[purchased <= n_items] if n_items is not None else purchased,
         friend_ids=np.asarray([e["friend_idx"] for e in friend_events], dtype=np.int64),
         friend_items=np.asarray([e["item_idx"] for e in friend_events], dtype=np.int64),
         friend_types=np.asarray([name(int(e["event_type"])) for e in friend_events], dtype=object),
         friend_ts=np.asarray([e["ts"] for e in friend_events], dtype=np.float64),
     )
+
+
+def request_context(row: dict) -> live_context.RequestContext:
+    """The live columns of a UDF input row (LiveInputs.requests) as a live_context.RequestContext."""
+    hour = row.get("live_hour")
+    return live_context.RequestContext(hour=int(hour) if hour is not None and hour == hour else 0,
+                                       device=row.get("live_device"),
+                                       session_items=_as_array(row.get("session_items"), np.int64))
 
 
 def approximate_settings(infer: dict) -> dict | None:
@@ -153,7 +170,9 @@ def approximate_settings(infer: dict) -> dict | None:
 
 def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: int, threads: int,
                          items: fu.ItemFeatures, settings: fu.FusionSettings, as_of: float, event_names: list[str],
-                         approximate: dict | None = None, device: str = "cpu"):
+                         approximate: dict | None = None, device: str = "cpu", live: "LiveScoring | None" = None):
+    """The mapInPandas function. `items` is the catalogue the model knows (ItemFeatures.first); with `live`, each
+    row's request-time context (live_hour, live_device, session_items) adds the live_context terms."""
     priors = fu.ItemPriors.build(items, as_of, settings)
     pool = max(settings.candidate_pool, k)
     blocked = int(items.blocked.sum()) if items.blocked is not None else 0
@@ -174,7 +193,7 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
             for start in range(0, len(frame), batch_size):
                 records = frame.iloc[start:start + batch_size].to_dict("records")
                 vectors = _user_vectors(model, records, max_len)
-                users = [user_context(row, event_names) for row in records]
+                users = [user_context(row, event_names, items.n_items) for row in records]
                 medians = ([fu.user_median_price(u.purchased, items.price) for u in users]
                            if settings.price_band else None)
                 if index is None:
@@ -195,7 +214,9 @@ def recommend_partitions(checkpoint_dir: str, max_len: int, k: int, batch_size: 
                         user, items, priors, settings, k, as_of, pool_items=best.items[row],
                         pool_scores=best.scores[row], mean=float(best.mean[row]), std=float(best.std[row]),
                         model_scores_of=lambda ids, v=vectors[row]: representations[ids] @ v,
-                        item_vectors=item_vectors)
+                        item_vectors=item_vectors,
+                        context_parts=None if live is None else live_context.context_parts(
+                            request_context(records[row]), live.tables, items.category, live.settings))
                     if len(ranked):
                         ranked.insert(0, "user_key", user.user_key)
                         ranked.insert(1, "rank", np.arange(1, len(ranked) + 1, dtype=np.int32))
@@ -348,6 +369,17 @@ def tuned_settings(settings: fu.FusionSettings, checkpoints_dir) -> fu.FusionSet
     return dataclasses.replace(settings, **record["settings"])
 
 
+class LiveScoring(NamedTuple):
+    """What the scoring function needs for request-time context (shipped to the workers with it)."""
+    tables: live_context.ContextTables
+    settings: live_context.LiveSettings
+
+
+class LiveInputs(NamedTuple):
+    requests: DataFrame       # user_key, live_hour, live_device, session_items: one row per user to rescore
+    scoring: LiveScoring
+
+
 class ScoringInputs(NamedTuple):
     histories: DataFrame      # the UDF input: one row per selected user, history arrays plus friends' events
     udf: Callable             # the mapInPandas function (recommend_partitions)
@@ -356,35 +388,58 @@ class ScoringInputs(NamedTuple):
     settings: fu.FusionSettings
 
 
-def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None) -> ScoringInputs:
-    """What the infer stage feeds mapInPandas, so a benchmark can run the same function without Spark."""
+def model_catalogue_size(model_info: dict) -> int:
+    """Items the published model was trained on (its checkpoint's meta.json)."""
+    import json
+    from pathlib import Path
+
+    from socialrec.model.recommender import META_FILE
+
+    return int(json.loads((Path(model_info["checkpoint"]) / META_FILE).read_text())["n_items"])
+
+
+def scoring_inputs(ctx: RunContext, selected: DataFrame | None = None, live: LiveInputs | None = None
+                   ) -> ScoringInputs:
+    """What the infer stage feeds mapInPandas, so a benchmark can run the same function without Spark. Items
+    that reached gold.item_index after the model was trained are left out until the next training run."""
     conf, lake, infer = ctx.conf, ctx.lake, ctx.conf["infer"]
     model_info = model_store.latest(lake.directory("checkpoints_dir"))
     sequences = lake.read("gold.user_sequences")
     settings, as_of, items, social = fusion_inputs(ctx, sequences)
+    items = items.first(model_catalogue_size(model_info))
     histories = sequences.select("user_key", "items", "event_types", "hours", "gaps", "test_item", "purchased",
                                  "friend_items")
     if selected is not None:
         histories = histories.join(selected, "user_key", "left_semi")  # friends' events still come from everyone
     if social is not None:
         histories = histories.join(social, "user_key", "left")
+    if live is not None:
+        histories = histories.join(live.requests, "user_key", "left")
     udf = recommend_partitions(model_info["checkpoint"], conf["features"]["max_seq_len"], infer["top_k"],
                                infer["batch_size"], infer["torch_threads"], items, settings, as_of,
-                               conf["clean"]["event_types"], approximate_settings(infer), infer.get("device", "cpu"))
+                               conf["clean"]["event_types"], approximate_settings(infer), infer.get("device", "cpu"),
+                               live.scoring if live is not None else None)
     return ScoringInputs(histories, udf, items, model_info, settings)
 
 
-def recommend(ctx: RunContext) -> dict:
+def recommend(ctx: RunContext, selected: DataFrame | None = None, scope: str | None = None,
+              live: LiveInputs | None = None) -> dict:
+    """Score the users of infer.users (all by default) into gold.recommendations as this run's rows; or the users
+    of `selected` (user_key, e.g. a stream micro-batch's), named `scope` in the summary, with their request-time
+    context `live`."""
     lake = ctx.lake
-    since = users_since(ctx.conf["infer"].get("users"))
-    scope = "all" if since is None else f"changed-since={since.isoformat()}"
-    selected = lake.read("gold.user_sequences").select("user_key")
-    if since is not None:
-        selected = selected.join(changed_users(ctx, since), "user_key", "left_semi")
-        if selected.count() == 0:  # nothing changed: every user's current list stays as it is
-            version = model_store.latest(lake.directory("checkpoints_dir"))["model_version"]
-            return {"rows_out": 0, "model_version": version, "users_scored": 0, "scope": scope}
-    histories, udf, items, model_info, settings = scoring_inputs(ctx, selected if since is not None else None)
+    if selected is None:
+        since = users_since(ctx.conf["infer"].get("users"))
+        scope = "all" if since is None else f"changed-since={since.isoformat()}"
+        everyone = lake.read("gold.user_sequences").select("user_key")
+        selected = everyone if since is None else everyone.join(changed_users(ctx, since), "user_key", "left_semi")
+        subset = since is not None
+    else:
+        subset = True
+    if subset and selected.count() == 0:  # nothing changed: every user's current list stays as it is
+        version = model_store.latest(lake.directory("checkpoints_dir"))["model_version"]
+        return {"rows_out": 0, "model_version": version, "users_scored": 0, "scope": scope}
+    histories, udf, items, model_info, settings = scoring_inputs(ctx, selected if subset else None, live)
     ranked = histories.mapInPandas(udf, RANKED_SCHEMA)
     run_date = datetime.now(timezone.utc).date().isoformat()
     recommendations = (

@@ -26,7 +26,7 @@ class SourceError(ValueError):
     """The source folder or one of its files cannot be read as the generic input format."""
 
 
-def _format_of(path: Path) -> str | None:
+def format_of(path: Path) -> str | None:
     suffixes = [s for s in path.suffixes if s not in (".gz", ".gzip")]
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
@@ -40,7 +40,7 @@ def find_files(source_dir: str | Path, table: str) -> tuple[str, list[str]]:
         candidates += [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))]
     by_format: dict[str, list[str]] = {}
     for path in sorted(candidates):
-        fmt = _format_of(path)
+        fmt = format_of(path)
         if fmt:
             by_format.setdefault(fmt, []).append(str(path))
     if len(by_format) > 1:
@@ -101,6 +101,12 @@ def file_checksums(spark: SparkSession, files: list[str]) -> dict[str, str]:
     rows = spark.read.format("binaryFile").load(files).select("path", F.sha2("content", 256).alias("sha")).collect()
     by_path = {row["path"]: row["sha"] for row in rows}
     return {path: by_path[spark_path(path)] for path in files}
+
+
+def with_checksums(rows: DataFrame, checksums: dict[str, str]) -> DataFrame:
+    """`_source_checksum`: the checksum of the file each row came from (`checksums`: local path -> SHA-256)."""
+    checksum_of = F.create_map(*[F.lit(x) for path, checksum in checksums.items() for x in (spark_path(path), checksum)])
+    return rows.withColumn("_source_checksum", F.element_at(checksum_of, F.col("_source_file")))
 
 
 def spark_path(path: str) -> str:
