@@ -23,7 +23,7 @@ def bundle():
 @pytest.fixture(scope="module")
 def tasks(bundle):
     jobs = bundle["resources"]["jobs"]
-    assert set(jobs) == {"socialrec_pipeline", "socialrec_training", "socialrec_maintenance"}
+    assert set(jobs) == {"socialrec_pipeline", "socialrec_training", "socialrec_maintenance", "socialrec_stream"}
     return jobs["socialrec_pipeline"]["tasks"]
 
 
@@ -135,3 +135,15 @@ def test_databricks_tables_are_unity_catalog_names():
     for name, target in conf["lake"]["tables"].items():
         parts = target.split(".")
         assert len(parts) == 3 and all(re.fullmatch(r"[a-z_][a-z0-9_]*", p) for p in parts), f"{name}: {target}"
+
+
+def test_stream_job_is_continuous_and_runs_the_stream_entry_point(bundle):
+    job = bundle["resources"]["jobs"]["socialrec_stream"]
+    assert job["continuous"]["pause_status"] == "PAUSED"
+    assert bundle["targets"]["prod"]["resources"]["jobs"]["socialrec_stream"]["continuous"]["pause_status"] == "UNPAUSED"
+    (task,) = job["tasks"]
+    script = (PROJECT_ROOT / task["spark_python_task"]["python_file"]).read_text()
+    assert 'main(["stream", *sys.argv[1:]])' in script
+    parameters = [p.replace("{{job.parameters.conf}}", "conf/databricks.yml") for p in task["spark_python_task"]["parameters"]]
+    args = build_parser().parse_args(["stream", *parameters])
+    assert args.command == "stream" and args.conf == "conf/databricks.yml"
