@@ -11,6 +11,12 @@ import yaml
 from socialrec.config import ConfigError, load_config, set_dotted
 
 
+STREAM_DESCRIPTION = ("Watch --events DIR (or stream.source) for new event files; each micro-batch is cleaned, "
+                      "gated and MERGEd into silver, the touched users' gold rows are updated and only they are "
+                      "rescored into gold.recommendations, exactly once across restarts. Needs a lake the batch "
+                      "pipeline built (gold tables and a trained model).")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line and exit code 2, so schedulers' logs show the cause at a glance."""
 
@@ -46,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="users the infer stage rescores (infer.users; default all)")
 
     stream = commands.add_parser("stream", help="update recommendations seconds after new events (Structured Streaming)",
-                                 description="Watch --events DIR (or stream.source) for new event files; each "
-                                             "micro-batch is cleaned, gated and MERGEd into silver, the touched "
-                                             "users' gold rows are updated and only they are rescored into "
-                                             "gold.recommendations, exactly once across restarts. Needs a lake the "
-                                             "batch pipeline built (gold tables and a trained model).")
+                                 description=STREAM_DESCRIPTION)
     stream.add_argument("--events", help="folder watched for new event files (stream.path)")
     stream.add_argument("--conf", help="config file (default conf/local.yml)")
     stream.add_argument("--lake", help="lake root folder (overrides lake.root)")
