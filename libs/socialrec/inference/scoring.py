@@ -133,18 +133,18 @@ def user_context(row: dict, event_names: list[str], n_items: int | None = None) 
     def name(code):
         return event_names[code - 1] if 0 < code <= len(event_names) else "view"
 
+    limit = np.iinfo(np.int64).max if n_items is None else n_items
     friend_events = row.get("friend_events")
-    friend_events = [e for e in (friend_events if friend_events is not None else [])
-                     if n_items is None or e["item_idx"] <= n_items]
+    friend_events = [e for e in (friend_events if friend_events is not None else []) if e["item_idx"] <= limit]
     history = _as_array(row["items"], np.int64)
-    known = history <= n_items if n_items is not None else np.ones(len(history), dtype=bool)
+    known = history <= limit
     purchased = _as_array(row["purchased"], np.int64)
     return fu.UserContext(
         user_key=row["user_key"],
         history_items=history[known],
         history_types=np.asarray([name(int(c)) for c in _as_array(row["event_types"], np.int64)],
                                  dtype=object)[known],
-        purchased=purchased[purchased <= n_items] if n_items is not None else purchased,
+        purchased=purchased[purchased <= limit],
         friend_ids=np.asarray([e["friend_idx"] for e in friend_events], dtype=np.int64),
         friend_items=np.asarray([e["item_idx"] for e in friend_events], dtype=np.int64),
         friend_types=np.asarray([name(int(e["event_type"])) for e in friend_events], dtype=object),

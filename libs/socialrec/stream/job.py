@@ -139,6 +139,7 @@ def context_tables(ctx: RunContext, settings: live_context.LiveSettings) -> live
     lifts from the raw rows of bronze.events that carry a device; built when the query starts."""
     lake = ctx.lake
     sequences = lake.read("gold.user_sequences")
+    index = lake.read("gold.item_index").select("item_id", "item_idx").cache()
     train_end = F.when(F.col("test_item") > 0, F.col("n_steps") - 1).otherwise(F.col("n_steps"))
     steps = sequences.select(F.explode(F.arrays_zip(F.slice("items", 1, train_end).alias("item_idx"),
                                                     F.slice("hours", 1, train_end).alias("hour"))).alias("s"))
@@ -146,9 +147,9 @@ def context_tables(ctx: RunContext, settings: live_context.LiveSettings) -> live
     device = F.get_json_object("_extra", "$.device")
     devices = (lake.read("bronze.events").where(device.isNotNull())
                .select(F.trim("item_id").alias("item_id"), device.alias("device"))
-               .join(lake.read("gold.item_index").select("item_id", "item_idx"), "item_id")
-               .groupBy("item_idx", "device").count().toPandas())
-    n_items = int(lake.read("gold.item_index").agg(F.max("item_idx")).first()[0] or 0)
+               .join(index, "item_id").groupBy("item_idx", "device").count().toPandas())
+    n_items = int(index.agg(F.max("item_idx")).first()[0] or 0)
+    index.unpersist()
     return live_context.context_tables(hours, devices, n_items, settings)
 
 
