@@ -132,6 +132,11 @@ def normalised_event_type(conf: dict) -> Column:
     return F.when(_blank("event_type"), F.lit(clean["default_event_type"])).otherwise(mapped)
 
 
+# An event is its user, item, time and type: the dedupe and the silver MERGE match on these columns, exactly.
+# event_id is a compact 64-bit hash of them, an id for analysts and tie-breaks, never trusted to be collision-free.
+EVENT_NATURAL_KEY = ("user_id", "item_id", "ts", "event_type")
+
+
 def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataFrame, DataFrame]:
     bronze = pending_rows(ctx, "bronze.events", batches)
     ts, event_type = parse_timestamp(F.col("ts")), normalised_event_type(ctx.conf)
@@ -148,11 +153,14 @@ def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataF
         F.col("session_id"),
         F.col("_batch_id"),
     )
-    natural_key = F.concat_ws("\u001f", "user_id", "item_id", F.col("ts").cast("string"), "event_type")
+    # One shuffle by user: the dedupe on the natural key reuses it, and each user's rows end up together and in
+    # time order, so the repeated 64-character pseudonym and the timestamps compress to a few bytes a row.
     silver = (
-        good.withColumn("event_id", F.sha2(natural_key, 256))
-        .dropDuplicates(["event_id"])
+        good.repartition("user_id")
+        .dropDuplicates(list(EVENT_NATURAL_KEY))
         .withColumn("user_key", hmac_sha256_hex(F.col("user_id"), key))
+        .withColumn("event_id", F.xxhash64(*EVENT_NATURAL_KEY))
+        .sortWithinPartitions("user_key", "ts")
         .select("event_id", "user_key", "item_id", "event_type", "ts", "rating", "review_text", "session_id",
                 "_batch_id")
     )
@@ -205,7 +213,7 @@ def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFra
     return silver, labelled
 
 
-MERGE_KEYS = {"events": (["event_id"], False), "social": (["src_user_key", "dst_user_key"], False),
+MERGE_KEYS = {"events": (["user_key", "item_id", "ts", "event_type"], False), "social": (["src_user_key", "dst_user_key"], False),
               "items": (["item_id"], True)}  # the catalogue's latest row for an item wins
 
 
@@ -259,16 +267,17 @@ def clean(ctx: RunContext, batches: list[str] | None = None, events_only: bool =
 def commit_clean_outputs(ctx: RunContext, outputs: list[tuple[str, DataFrame, DataFrame]], batches: list[str],
                          figures: dict) -> None:
     """Judge every table's quarantine share, then MERGE each silver table and replace the batches' quarantine."""
-    checked = []
+    checked, figures["quarantine_by_rule"] = [], {}
     for table, silver, labelled in outputs:
+        # One pass over the cached batch gives the rows in and the quarantine by rule.
+        by_rule = {row["_rule"]: row["count"] for row in labelled.groupBy("_rule").count().collect()}
+        rules = {f"{table}.{rule}": count for rule, count in by_rule.items() if rule is not None}
+        figures["quarantine_by_rule"].update(rules)
         quarantine = quarantine_rows(labelled, table, ctx.run_id)
-        checked.append((table, silver.persist(), quarantine, labelled.count(), quarantine.count()))
+        checked.append((table, silver.persist(), quarantine, sum(by_rule.values()), sum(rules.values())))
     quarantined = checked[0][2]
     for _, _, quarantine, _, _ in checked[1:]:
         quarantined = quarantined.unionByName(quarantine)
-    figures["quarantine_by_rule"] = {
-        f"{row['table']}.{row['rule']}": row["count"] for row in quarantined.groupBy("table", "rule").count().collect()
-    }
     shares = {table: (n_quarantined, rows_in) for table, _, _, rows_in, n_quarantined in checked}
     # Judge the whole batch before committing any of it, so a broken source leaves silver untouched.
     _check_quarantine_share(ctx.conf, shares, figures["quarantine_by_rule"])
