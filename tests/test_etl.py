@@ -121,3 +121,24 @@ def test_failed_gate_names_table_and_expectation_and_writes_nothing_downstream(s
     assert not lake.exists("silver.events") and not lake.exists("gold.user_sequences")
     stored = lake.read("ops.quality_results").where("table = 'silver.events' AND NOT success").count()
     assert stored == 1
+
+
+def test_silver_events_rows_sit_together_per_user_in_time_order_and_commits_are_profiled(spark, permissive_conf,
+                                                                                         dirty_source):
+    """What keeps silver.events small (a user's rows in one run, compressing the pseudonym) and the run report's
+    split of every commit into computing the frame, its gate and its write."""
+    import pyarrow.parquet as pq
+
+    from socialrec.io.tables import Lake
+
+    report = run_pipeline(permissive_conf, source=str(dirty_source), stages=["ingest", "clean"], progress=lambda _: None)
+    for path in Lake(spark, permissive_conf).snapshot_files("silver.events"):
+        rows = pq.read_table(path.removeprefix("file://"), columns=["user_key", "ts", "event_id"]).to_pandas()
+        assert list(zip(rows["user_key"], rows["ts"])) == sorted(zip(rows["user_key"], rows["ts"]))
+        assert str(rows["event_id"].dtype) == "int64"
+    events = spark.read.format("delta").load(report.tables["silver.events"]["path"]).toPandas()
+    assert events["event_id"].is_unique
+    for table in ("bronze.events", "silver.events", "silver.quarantine"):
+        figures = report.tables[table]
+        assert set(figures["profile"]) == {"compute", "gate", "write"}
+        assert sum(figures["profile"].values()) == pytest.approx(figures["seconds"], abs=0.05)
