@@ -213,7 +213,8 @@ def clean_items(ctx: RunContext, batches: list[str]) -> tuple[DataFrame, DataFra
     return silver, labelled
 
 
-MERGE_KEYS = {"events": (["user_key", "item_id", "ts", "event_type"], False), "social": (["src_user_key", "dst_user_key"], False),
+MERGE_KEYS = {"events": (["user_key", "item_id", "ts", "event_type"], False),  # EVENT_NATURAL_KEY, pseudonymised
+              "social": (["src_user_key", "dst_user_key"], False),
               "items": (["item_id"], True)}  # the catalogue's latest row for an item wins
 
 
