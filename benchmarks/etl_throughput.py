@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from socialrec.config import PROJECT_ROOT, deep_merge, load_config
+from socialrec.io.spark_session import get_spark
+from socialrec.io.tables import Lake
 from socialrec.pipeline import run_pipeline
 
 EVENTS_PER_USER = 33  # what the generator's default funnel and session count produce (measured: 828k for 25k users)
@@ -63,9 +65,10 @@ def print_profile(stages: dict, tables: dict) -> None:
                   f"gate {profile['gate']:6.1f}s  write {profile['write']:6.1f}s")
 
 
-def bytes_per_row(table_path: str, rows: int) -> float:
-    """Bytes on disk of the table's data files (its Delta log excluded) per row."""
-    size = sum(path.stat().st_size for path in Path(table_path).rglob("*.parquet"))
+def bytes_per_row(conf: dict, table: str, rows: int) -> float:
+    """Bytes on disk of the table's current snapshot files (its Delta log and removed files excluded) per row."""
+    lake = Lake(get_spark(conf), conf)
+    size = sum(Path(url.removeprefix("file://")).stat().st_size for url in lake.snapshot_files(table))
     return size / max(rows, 1)
 
 
@@ -111,7 +114,7 @@ def main() -> None:
         duck_seconds, duck_rows = run_duckdb(source, key)
         stage_seconds = {name: stages[name]["seconds"] for name in ("ingest", "clean", "features")}
         silver_rows = stages["clean"]["tables"]["events"]["rows_out"]
-        silver_bytes = bytes_per_row(tables["silver.events"]["path"], tables["silver.events"]["rows"])
+        silver_bytes = bytes_per_row(conf, "silver.events", tables["silver.events"]["rows"])
         line = (f"events={events:,} spark ingest->gold {spark_seconds:.1f}s ({events / spark_seconds:,.0f} ev/s; "
                 f"{stage_seconds}) | silver rows {silver_rows:,} | duckdb clean {duck_seconds:.1f}s "
                 f"({events / duck_seconds:,.0f} ev/s, rows {duck_rows:,}) | spark clean / duckdb clean time ratio "
