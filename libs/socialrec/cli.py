@@ -101,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--source", help="raw source folder when the lake has no gold tables yet")
     ablate.add_argument("--out", help="folder for the Markdown table and plot (default LAKE/_reports)")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+
+    protocol = commands.add_parser("protocol", help="the model beside BPR-MF, LightGCN and popularity on a "
+                                                    "published split (or a seeded random split by ratio)",
+                                   description="Run the pipeline (ingest to train) on a split's train and validation "
+                                               "pairs, then rank its test pairs with the model, its variants and "
+                                               "the baselines under the published full-ranking protocol "
+                                               "(socialrec/evaluation/protocol.py).")
+    protocol.add_argument("--split", help="published split folder (SocialLGN's train_set.txt/test_set.txt, "
+                                          "SELFRec's train.txt/test.txt), ids kept")
+    protocol.add_argument("--dataset", help="dataset folder: split at random by --ratio; with --split, where "
+                                            "item text comes from (through the split's itemReindex.json)")
+    protocol.add_argument("--ratio", help="train,valid,test shares for --dataset (default protocol.ratios)")
+    protocol.add_argument("--seed", type=int, help="seed of the split (default protocol.split_seed)")
+    protocol.add_argument("--baselines-only", action="store_true", help="skip the pipeline and the model")
+    protocol.add_argument("--reuse-model", action="store_true",
+                          help="rank with the lake's model from an earlier run on the same split (no pipeline)")
+    protocol.add_argument("--conf", help="config file (default conf/local.yml)")
+    protocol.add_argument("--lake", help="lake root folder (overrides lake.root)")
+    protocol.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     return parser
 
 
@@ -203,12 +222,32 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_protocol(args) -> int:
+    from socialrec.evaluation.protocol import build_split, markdown_table, run_protocol
+
+    for folder in (args.split, args.dataset):
+        if folder and not Path(folder).is_dir():
+            raise FileNotFoundError(f"folder not found: {folder}")
+    conf = _load(args)
+    ratios = [float(r) for r in args.ratio.split(",")] if args.ratio else None
+    staging = Path(conf["lake"]["root"]).resolve() / "_source" / "adapted"
+    split, items = build_split(args.split, args.dataset, conf["protocol"], staging, ratios, args.seed)
+    print(f"split {split.protocol['name']}: {split.sizes()}")
+    report = run_protocol(conf, split, items, train_model=not (args.baselines_only or args.reuse_model),
+                          rank_model=not args.baselines_only)
+    columns = [f"{m}@{k}" for k in conf["protocol"]["ks"] for m in conf["protocol"]["metrics"]]
+    print(markdown_table(report, columns))
+    print(f"wrote {report['path']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "stream": cmd_stream, "ablate": cmd_ablate, "generate": cmd_generate, "status": cmd_status,
-                "report": cmd_report, "maintain": cmd_maintain}[args.command](args)
+                "report": cmd_report, "maintain": cmd_maintain,
+                "protocol": cmd_protocol}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"socialrec: error: {exc}", file=sys.stderr)
         return 2

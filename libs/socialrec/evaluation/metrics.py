@@ -64,11 +64,16 @@ def metrics_from_ranks(ranks: np.ndarray, ks=(10, 20)) -> dict[str, float]:
 
 
 def paired_difference(ranks: np.ndarray, other_ranks: np.ndarray, metric: str, confidence: float = 0.95) -> dict:
-    """How far one model leads another on `metric` over the same users, and whether that lead is more than noise:
-    the mean per-user difference, its `confidence` interval and the two-sided p-value of a paired test
-    (normal approximation: the mean of thousands of per-user differences; hits are rare, so a single
-    percentage such as "ALS leads by 4%" can be a handful of users)."""
-    differences = per_user(ranks, metric) - per_user(other_ranks, metric)
+    """How far one model leads another on `metric` over the same users, and whether that lead is more than noise
+    (paired_values on each user's value of `metric` from the rank of their held-out item)."""
+    return paired_values(per_user(ranks, metric), per_user(other_ranks, metric), confidence)
+
+
+def paired_values(values: np.ndarray, other_values: np.ndarray, confidence: float = 0.95) -> dict:
+    """The mean per-user difference of two models' values over the same users, its `confidence` interval and the
+    two-sided p-value of a paired test (normal approximation: the mean of thousands of per-user differences;
+    hits are rare, so a single percentage such as "ALS leads by 4%" can be a handful of users)."""
+    differences = np.asarray(values, dtype=np.float64) - np.asarray(other_values, dtype=np.float64)
     n = len(differences)
     mean = float(differences.mean()) if n else 0.0
     se = float(differences.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
@@ -94,3 +99,54 @@ def category_diversity(top_lists, categories: np.ndarray, k: int) -> float | Non
         if len(known) >= 2:
             shares.append(len(set(known)) / len(known))
     return float(np.mean(shares)) if shares else None
+
+
+# ------------------------------------------------------------------ several test items per user (published splits)
+
+TOPK_METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
+
+
+def hit_matrix(top_lists: np.ndarray, test_sets: list) -> np.ndarray:
+    """[users, K] booleans: whether the item at each position of a user's top-K list is one of their test items."""
+    top_lists = np.asarray(top_lists, dtype=np.int64)
+    return np.stack([np.isin(row, np.asarray(items, dtype=np.int64)) for row, items in zip(top_lists, test_sets)]) \
+        if len(top_lists) else np.zeros((0, top_lists.shape[1] if top_lists.ndim == 2 else 0), dtype=bool)
+
+
+def per_user_topk(hits: np.ndarray, n_relevant: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's value of `metric` at K (recall@K, ndcg@K, precision@K, hit@K or mrr@K) from their hit matrix
+    and number of test items, with RecBole's definitions: recall divides the hits by the user's test items,
+    precision by K; NDCG's ideal DCG fills min(test items, K) positions; MRR@K is the reciprocal position of the
+    first hit inside K (0 without one)."""
+    name, _, cutoff = metric.partition("@")
+    if name not in TOPK_METRICS or not cutoff.isdigit():
+        raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(TOPK_METRICS)} at K, e.g. ndcg@10")
+    k = int(cutoff)
+    if hits.shape[1] < k:
+        raise ValueError(f"{metric} needs top-{k} lists, got {hits.shape[1]} items a user")
+    hits = hits[:, :k].astype(np.float64)
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)
+    found = hits.sum(axis=1)
+    if name == "recall":
+        return found / n_relevant
+    if name == "precision":
+        return found / k
+    if name == "hit":
+        return (found > 0).astype(np.float64)
+    positions = np.arange(1, k + 1, dtype=np.float64)
+    if name == "mrr":
+        first = hits.argmax(axis=1)
+        return np.where(found > 0, 1.0 / (first + 1.0), 0.0)
+    discounts = 1.0 / np.log2(positions + 1.0)
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k).astype(np.int64) - 1]
+    return (hits * discounts).sum(axis=1) / ideal
+
+
+def topk_metrics(top_lists: np.ndarray, test_sets: list, ks=(10, 20), names=TOPK_METRICS) -> dict[str, float]:
+    """Every `names` metric at every K, averaged over the users with at least one test item (the published
+    full-ranking convention: a user's test items are ranked together, their train items masked before the cut)."""
+    n_relevant = np.array([len(items) for items in test_sets], dtype=np.int64)
+    keep = n_relevant > 0
+    hits = hit_matrix(np.asarray(top_lists)[keep], [items for items, kept in zip(test_sets, keep) if kept])
+    return {f"{name}@{k}": float(per_user_topk(hits, n_relevant[keep], f"{name}@{k}").mean()) if keep.any() else 0.0
+            for k in ks for name in names}
