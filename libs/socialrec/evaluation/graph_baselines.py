@@ -27,8 +27,9 @@ class IndexedSplit:
     def item_sets(self, part: str) -> list[np.ndarray]:
         users, items = self.parts[part]
         order = np.argsort(users, kind="stable")
+        grouped = items[order]
         bounds = np.searchsorted(users[order], np.arange(self.n_users + 1))
-        return [items[order][bounds[u]:bounds[u + 1]] for u in range(self.n_users)]
+        return [grouped[bounds[u]:bounds[u + 1]] for u in range(self.n_users)]
 
 
 def index_split(split, user_ids: list[str] | None = None, item_ids: list[str] | None = None

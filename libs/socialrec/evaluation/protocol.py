@@ -207,6 +207,10 @@ def run_protocol(conf: dict, split: Split, items: pd.DataFrame | None, *, train_
     report["users_evaluated"] = int(len(test_users))
     out = lake_root / "_reports" / f"protocol-{report.get('pipeline_run_id', 'baselines')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not train_model and out.is_file():  # ranking again a model trained earlier: keep how it was trained
+        earlier = json.loads(out.read_text())
+        report.update({key: earlier[key] for key in ("pipeline_seconds", "gates_passed", "training")
+                       if key in earlier and key not in report})
     out.write_text(json.dumps(report, indent=1, default=float))
     report["path"] = str(out)
     return report
