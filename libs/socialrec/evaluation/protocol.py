@@ -167,10 +167,11 @@ def run_protocol(conf: dict, split: Split, items: pd.DataFrame | None, *, train_
         report.setdefault("pipeline_run_id", model_store.latest(lake.directory("checkpoints_dir"))["run_id"])
         lists, lake_items, known = model_top_lists(lake, conf, [user_ids[u] for u in test_users], max(ks))
         position = {item: i for i, item in enumerate(item_ids)}
+        # Lake item ids back to the split's dense ids (the padding id 0 maps to -1: never a test item).
+        to_split = np.array([-1] + [position.get(item, -1) for item in lake_items[1:]], dtype=np.int64)
         report["users_unknown_to_lake"] = int((~known).sum())
         for name, top in lists.items():
-            # Lake item ids back to the split's dense ids (the padding id 0 maps to -1: never a test item).
-            coded = np.vectorize(lambda idx: position.get(lake_items[idx], -1) if idx > 0 else -1)(top)
+            coded = to_split[top]
             per_user[name] = per_user_values(coded, truth, names)
             report["models"][name] = {"metrics": topk_metrics(coded, truth, ks, settings["metrics"])}
 
