@@ -92,6 +92,12 @@ def peak_events_per_minute(events: DataFrame) -> DataFrame:
             .groupBy("_user").agg(F.max("_in_minute").alias("_peak")))
 
 
+def judged_now(flagged: DataFrame) -> DataFrame:
+    """The flagged keys computed once, now, and held on the driver (a few keys): no cached copy left behind for
+    the stage to release."""
+    return flagged.sparkSession.createDataFrame(flagged.collect(), flagged.schema)
+
+
 def flag_bots(bots: dict, labelled: DataFrame, ts: Column, event_type: Column) -> DataFrame:
     """Label, among rows that broke no row rule, whole users and sessions no human produces.
 
@@ -101,27 +107,35 @@ def flag_bots(bots: dict, labelled: DataFrame, ts: Column, event_type: Column) -
     - `impossible_funnel`: every event of a session that purchases an item before its first view of that
       item (a replayed or forged tracker stream); sessions without a view of the item are not judged.
 
-    Judged on the batch's own rows (a bot already in silver from an earlier batch stays there). The flagged
-    keys are few and broadcast, so the join back does not shuffle the skewed event rows by user.
+    Judged on the batch's own rows (a bot already in silver from an earlier batch stays there). Each rule
+    judges only what can break it: the window only users with more events in the batch than the limit (no one
+    else can exceed it), the funnel only views and purchases. The flagged keys are few, computed once, held on
+    the driver and broadcast, so the join back neither shuffles the skewed event rows by user nor repeats the
+    rules' aggregations each time the labelled batch is read.
     """
     keyed = labelled.withColumns({"_user": F.trim("user_id"), "_session": F.trim("session_id")})
-    valid = keyed.where(F.col("_rule").isNull())
+    limit, funnel = bots.get("max_events_per_minute"), bots.get("impossible_funnel")
+    valid = keyed.where(F.col("_rule").isNull()).select(
+        "_user", "_session", F.trim("item_id").alias("_item"), event_type.alias("_type"), ts.alias("_ts"))
     flags = []
-    if bots.get("max_events_per_minute") is not None:
-        peaks = peak_events_per_minute(valid.withColumn("_second", ts.cast("long")))
-        flagged = peaks.where(F.col("_peak") > bots["max_events_per_minute"]).select("_user", F.lit(True).alias("_bot"))
-        keyed = keyed.join(F.broadcast(flagged), "_user", "left")
-        flags.append(("bot_rate", F.col("_bot")))
-    if bots.get("impossible_funnel"):
-        first = lambda kind: F.min(F.when(event_type == kind, ts))  # noqa: E731
-        forged = (valid.where(F.col("_session") != "")
-                  .groupBy("_session", F.trim("item_id")).agg(first("view").alias("v"), first("purchase").alias("p"))
-                  .where(F.col("p") < F.col("v")).select("_session").distinct()
-                  .withColumn("_forged", F.lit(True)))
+    if limit is not None:
+        busy = judged_now(valid.groupBy("_user").count().where(F.col("count") > limit).select("_user"))
+        if not busy.isEmpty():  # most batches: no user has even `limit` events in the whole batch
+            peaks = peak_events_per_minute(valid.join(F.broadcast(busy), "_user", "left_semi")
+                                           .withColumn("_second", F.col("_ts").cast("long")))
+            flagged = judged_now(peaks.where(F.col("_peak") > limit).select("_user", F.lit(True).alias("_bot")))
+            keyed = keyed.join(F.broadcast(flagged), "_user", "left")
+            flags.append(("bot_rate", F.col("_bot")))
+    if funnel:
+        first = lambda kind: F.min(F.when(F.col("_type") == kind, F.col("_ts")))  # noqa: E731
+        forged = judged_now(valid.where((F.col("_session") != "") & F.col("_type").isin("view", "purchase"))
+                            .groupBy("_session", "_item").agg(first("view").alias("v"), first("purchase").alias("p"))
+                            .where(F.col("p") < F.col("v")).select("_session").distinct()
+                            .withColumn("_forged", F.lit(True)))
         keyed = keyed.join(F.broadcast(forged), "_session", "left")
         flags.append(("impossible_funnel", F.col("_forged")))
-    rule = F.coalesce(F.col("_rule"), first_failed_rule(flags)) if flags else F.col("_rule")
-    return keyed.withColumn("_rule", rule).drop("_user", "_session", "_bot", "_forged")
+    return keyed.withColumn("_rule", F.coalesce(F.col("_rule"), first_failed_rule(flags))).drop(
+        "_user", "_session", "_bot", "_forged")
 
 
 def normalised_event_type(conf: dict) -> Column:

@@ -31,27 +31,6 @@ def event_strength(conf: dict) -> Column:
     return F.coalesce(F.element_at(strengths, F.col("event_type")), F.lit(1))
 
 
-def collapsed_steps(events: DataFrame, conf: dict) -> DataFrame:
-    """One step per run of consecutive events on the same item: strongest event type, first timestamp.
-
-    A view -> click -> cart -> purchase funnel is one decision about one item, so it is one step; otherwise
-    "predict the next event" degenerates into "repeat the current item".
-    """
-    by_user = Window.partitionBy("user_key").orderBy("ts", "event_id")
-    marked = (
-        events.withColumn("_new_step", (F.lag("item_id").over(by_user).isNull()
-                                        | (F.lag("item_id").over(by_user) != F.col("item_id"))).cast("int"))
-        .withColumn("step", F.sum("_new_step").over(by_user))
-        .withColumn("_strength", event_strength(conf))
-        .withColumn("_code", event_type_code(conf))
-    )
-    return marked.groupBy("user_key", "step").agg(
-        F.first("item_id").alias("item_id"),
-        F.min("ts").alias("ts"),
-        F.max(F.struct("_strength", "_code")).getField("_code").alias("event_type"),
-    )
-
-
 def next_ids(keys: DataFrame, key: str, id_column: str, existing: DataFrame | None) -> DataFrame:
     """Dense ids for `keys` (one column, `key`): existing keys keep their id, new ones get the next ids in key
     order, so a model trained on yesterday's ids still reads today's tables."""
@@ -78,41 +57,57 @@ def item_index(events: DataFrame, items: DataFrame | None) -> DataFrame:
     return indexed.join(catalogue, "item_id", "left").fillna({"has_text": False})
 
 
-def user_histories(steps: DataFrame, index: DataFrame, purchases: DataFrame, conf: dict,
-                   existing: DataFrame | None = None) -> DataFrame:
+# Steps of a user's time-ordered events `_e`: a new step starts where the item changes, so a view -> click ->
+# cart -> purchase funnel is one decision about one item (one step) and "predict the next event" does not
+# degenerate into "repeat the current item". A step keeps its first timestamp and its strongest event type.
+STEP_STARTS = "filter(sequence(0, size(_e) - 1), i -> CASE WHEN i = 0 THEN true ELSE _e[i - 1].item_idx != _e[i].item_idx END)"
+STEPS = """transform(_starts, (s, k) -> named_struct(
+    'item_idx', _e[s].item_idx,
+    'ts', _e[s].ts,
+    'event_type', array_max(transform(slice(_e, s + 1, coalesce(try_element_at(_starts, k + 2), size(_e)) - s),
+                                      x -> named_struct('strength', x.strength, 'code', x.code))).code))"""
+# Log-scaled minutes since the previous step, 1 for a user's first step (0 stays the padding code).
+GAPS = """transform(_steps, (s, k) -> CASE WHEN k = 0 THEN 1 ELSE cast(1 + least(20, floor(log2(
+    1 + (cast(s.ts AS long) - cast(_steps[k - 1].ts AS long)) / 60.0))) AS int) END)"""
+
+
+HISTORY_COLUMNS = ("user_key", "items", "event_types", "hours", "gaps", "ts", "n_steps", "valid_item", "test_item",
+                   "user_idx", "purchased")
+
+
+def user_histories(events: DataFrame, index: DataFrame, conf: dict, existing: DataFrame | None = None) -> DataFrame:
     """Arrays over each user's whole history plus the validation and test items (0 when too short); user ids
-    from `existing` (gold.user_sequences) where the user has one."""
+    from `existing` (gold.user_sequences) where the user has one.
+
+    One shuffle of the events: each user's events are collected once (combined map-side, where silver keeps a
+    user's rows together) and collapsed into steps with array expressions, in the JVM; the item index, small,
+    is broadcast."""
     min_steps = conf["features"]["min_events_per_user"]
-    prev_ts = F.lag("ts").over(Window.partitionBy("user_key").orderBy("step"))
-    minutes = (F.col("ts").cast("long") - prev_ts.cast("long")) / 60.0
-    gap = F.when(prev_ts.isNull(), 1).otherwise(1 + F.least(F.lit(20), F.floor(F.log2(1 + minutes)))).cast("int")
-    coded = (
-        steps.join(index.select("item_id", "item_idx"), "item_id")
-        .withColumn("hour", (F.hour("ts") + 1).cast("int"))
-        .withColumn("gap", gap)
-    )
-    ordered = F.array_sort(F.collect_list(F.struct("step", "item_idx", "event_type", "hour", "gap",
-                                                   F.col("ts").cast("long").alias("epoch"))))
-    users = coded.groupBy("user_key").agg(ordered.alias("_h"))
-    users = users.select(
-        "user_key",
-        F.col("_h.item_idx").alias("items"),
-        F.col("_h.event_type").alias("event_types"),
-        F.col("_h.hour").alias("hours"),
-        F.col("_h.gap").alias("gaps"),
-        F.col("_h.epoch").alias("ts"),
-        F.size("_h").alias("n_steps"),
+    event = F.struct(F.col("ts"), F.col("event_id"), F.col("item_idx"), event_strength(conf).alias("strength"),
+                     event_type_code(conf).alias("code"), (F.col("event_type") == "purchase").alias("bought"))
+    users = (
+        events.join(F.broadcast(index.select("item_id", "item_idx")), "item_id")
+        .groupBy("user_key").agg(F.array_sort(F.collect_list(event)).alias("_e"))
+        .withColumn("_starts", F.expr(STEP_STARTS))
+        .withColumn("_steps", F.expr(STEPS))
+        .select(
+            "user_key",
+            F.col("_steps.item_idx").alias("items"),
+            F.col("_steps.event_type").alias("event_types"),
+            F.transform("_steps", lambda step: (F.hour(step["ts"]) + 1).cast("int")).alias("hours"),
+            F.expr(GAPS).alias("gaps"),
+            F.col("_steps.ts").cast("array<long>").alias("ts"),
+            F.size("_steps").alias("n_steps"),
+            F.array_sort(F.array_distinct(F.filter("_e", lambda e: e["bought"])["item_idx"])).alias("purchased"),
+        )
     )
     holdout = F.col("n_steps") >= min_steps
-    users = (
+    return (
         users.withColumn("valid_item", F.when(holdout, F.element_at("items", -2)).otherwise(0))
         .withColumn("test_item", F.when(holdout, F.element_at("items", -1)).otherwise(0))
         .join(next_ids(users, "user_key", "user_idx", existing), "user_key")
+        .select(*HISTORY_COLUMNS)
     )
-    bought = purchases.join(index, "item_id").groupBy("user_key").agg(
-        F.array_sort(F.collect_set("item_idx")).alias("purchased"))
-    return users.join(bought, "user_key", "left").withColumn(
-        "purchased", F.coalesce("purchased", F.array().cast("array<int>")))
 
 
 def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, only: DataFrame | None = None
@@ -130,34 +125,34 @@ def social_neighbours(social: DataFrame | None, users: DataFrame, conf: dict, on
     if social is None:
         return empty
     cutoff = F.when(F.col("test_item") > 0, F.element_at("ts", -2)).otherwise(F.lit(2**62))
-    # Users go by their int ids from here on: the friends' events join fans out to every friend's whole history
-    # (hundreds of millions of rows at 100M events), and a 64-character key on each of those rows doubles its
-    # shuffle; keys are joined back once per user at the end.
-    me = targets.select("user_idx", cutoff.alias("cutoff"))
-    target_ids = targets.select("user_key", "user_idx")
+    # Users go by their int ids from here on: keys are joined back once per user at the end. A repeated edge
+    # takes no second place (dense_rank) and adds nothing twice (a set of friends, the latest time per item),
+    # so the edges need no shuffle of their own to be made distinct.
+    target_ids = targets.select("user_key", "user_idx", cutoff.alias("cutoff"))
     friend_ids = users.select(F.col("user_key").alias("dst_user_key"), F.col("user_idx").alias("friend_idx"),
                               F.col("n_steps").alias("friend_steps"))
     edges = (
-        social.select(F.col("src_user_key").alias("user_key"), "dst_user_key").distinct()
+        social.select(F.col("src_user_key").alias("user_key"), "dst_user_key")
         .join(target_ids, "user_key")
         .join(friend_ids, "dst_user_key")
-        .withColumn("_rank", F.row_number().over(
+        .withColumn("_rank", F.dense_rank().over(
             Window.partitionBy("user_idx").orderBy(F.desc("friend_steps"), "friend_idx")))
         .where(F.col("_rank") <= limit)
-        .select("user_idx", "friend_idx")
+        .select("user_idx", "friend_idx", "cutoff")
     )
-    friend_events = users.select(F.col("user_idx").alias("friend_idx"),
-                                 F.explode(F.arrays_zip("items", "ts")).alias("e"))
+    # Each friendship meets the friend's whole history as one array row, and is then moved once, to its user:
+    # the friend's events are unpacked, cut off and ranked there without another shuffle.
+    histories = users.select(F.col("user_idx").alias("friend_idx"), F.arrays_zip("items", "ts").alias("_h"))
     recent = (
-        edges.join(me, "user_idx").join(friend_events, "friend_idx")
-        .where(F.col("e.ts") < F.col("cutoff"))
+        edges.join(histories, "friend_idx").repartition("user_idx")
+        .select("user_idx", F.explode(F.filter("_h", lambda e: e["ts"] < F.col("cutoff"))).alias("e"))
         .groupBy("user_idx", F.col("e.items").alias("item_idx")).agg(F.max("e.ts").alias("last_ts"))
         .withColumn("_rank", F.row_number().over(Window.partitionBy("user_idx").orderBy(F.desc("last_ts"), "item_idx")))
         .where(F.col("_rank") <= limit)
         .groupBy("user_idx").agg(F.array_sort(F.collect_list(F.struct("last_ts", "item_idx"))).alias("_r"))
         .select("user_idx", F.col("_r.item_idx").alias("friend_items"))
     )
-    friends = edges.groupBy("user_idx").agg(F.array_sort(F.collect_list("friend_idx")).alias("friends"))
+    friends = edges.groupBy("user_idx").agg(F.array_sort(F.collect_set("friend_idx")).alias("friends"))
     return (
         target_ids.join(friends, "user_idx", "left").join(recent, "user_idx", "left")
         .select("user_key", "user_idx",
@@ -272,9 +267,8 @@ def update_features(ctx: RunContext, batches: list[str]) -> dict:
     index = (next_ids(user_events.select("item_id"), "item_id", "item_idx", old_index)  # items of touched users
              .join(old_index.select("item_idx", "category", "has_text"), "item_idx", "left")
              .fillna({"has_text": False}))
-    purchases = user_events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
     old_sequences = lake.read("gold.user_sequences").localCheckpoint()
-    rebuilt = user_histories(collapsed_steps(user_events, conf), index, purchases, conf, old_sequences)
+    rebuilt = user_histories(user_events, index, conf, old_sequences)
     histories = (old_sequences.drop("friend_items").join(touched, "user_key", "left_anti")
                  .unionByName(rebuilt).localCheckpoint())
     affected = touched
@@ -325,8 +319,7 @@ def rebuild_features(ctx: RunContext) -> dict:
 def commit_histories(ctx: RunContext, events: DataFrame, index: DataFrame, social: DataFrame | None) -> None:
     """gold.user_sequences and gold.social_neighbours from silver; their caches are released on return."""
     conf = ctx.conf
-    purchases = events.where(F.col("event_type") == "purchase").select("user_key", "item_id").distinct()
-    histories = user_histories(collapsed_steps(events, conf), index, purchases, conf).persist()
+    histories = user_histories(events, index, conf).persist()
     neighbours = social_neighbours(social, histories, conf).persist()
     try:
         ctx.commit("gold.user_sequences",

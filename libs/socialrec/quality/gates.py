@@ -227,14 +227,14 @@ class QualityGate:
         if cached_here:
             df = df.persist()
         try:
-            # BASIC: counts and a sample of unexpected values, without SUMMARY's per-value counts (one more
-            # aggregation job per expectation). More unexpected values than the sample keeps, so a duplicated
-            # value cannot crowd out the others.
+            # BASIC: counts, without SUMMARY's per-value counts (one more aggregation job per expectation). The
+            # sample of unexpected values costs one more job per expectation too, so it is asked for only when a
+            # check failed, to show in the message: more values than the sample keeps, so a duplicated value
+            # cannot crowd out the others.
             frame = _with_length_columns(df, checks)
-            outcome = self._batch_definition(table).get_batch(batch_parameters={"dataframe": frame}).validate(
-                self._suite(table, checks),
-                result_format={"result_format": "BASIC", "partial_unexpected_count": 4 * SAMPLE_SIZE},
-            )
+            outcome = self._run_suite(table, frame, checks, samples=0)
+            if not outcome.success:
+                outcome = self._run_suite(table, frame, checks, samples=4 * SAMPLE_SIZE)
         finally:
             if cached_here:
                 df.unpersist()
@@ -243,6 +243,10 @@ class QualityGate:
         rows = [_result_row(table, check, by_index[index], validated_at) for index, check in enumerate(checks)]
         failed = [row for row in rows if not row["success"]]
         return GateResult(table=table, success=not failed, failed=failed, results=rows)
+
+    def _run_suite(self, table: str, frame: DataFrame, checks: list[Check], samples: int):
+        return self._batch_definition(table).get_batch(batch_parameters={"dataframe": frame}).validate(
+            self._suite(table, checks), result_format={"result_format": "BASIC", "partial_unexpected_count": samples})
 
     def check(self, table: str, df: DataFrame, run_id: str) -> GateResult:
         """Validate, raising GateFailed (which carries every result row) when any expectation is not met."""
