@@ -168,13 +168,14 @@ def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataF
         F.col("_batch_id"),
     )
     # One shuffle by user: the dedupe on the natural key reuses it, and each user's rows end up together and in
-    # time order, so the repeated 64-character pseudonym and the timestamps compress to a few bytes a row.
+    # time order, so the repeated 64-character pseudonym and the timestamps compress to a few bytes a row. The
+    # dedupe sorts by its key (user, time first), which is that order already: no second sort.
     silver = (
         good.repartition("user_id")
-        .dropDuplicates(list(EVENT_NATURAL_KEY))
+        .dropDuplicates(["user_id", "ts", "item_id", "event_type"])
+        .sortWithinPartitions("user_id", "ts")
         .withColumn("user_key", hmac_sha256_hex(F.col("user_id"), key))
         .withColumn("event_id", F.xxhash64(*EVENT_NATURAL_KEY))
-        .sortWithinPartitions("user_key", "ts")
         .select("event_id", "user_key", "item_id", "event_type", "ts", "rating", "review_text", "session_id",
                 "_batch_id")
     )
