@@ -92,10 +92,11 @@ def peak_events_per_minute(events: DataFrame) -> DataFrame:
             .groupBy("_user").agg(F.max("_in_minute").alias("_peak")))
 
 
-def judged_now(flagged: DataFrame) -> DataFrame:
-    """The flagged keys computed once, now, and held on the driver (a few keys): no cached copy left behind for
-    the stage to release."""
-    return flagged.sparkSession.createDataFrame(flagged.collect(), flagged.schema)
+def judged_now(flagged: DataFrame) -> DataFrame | None:
+    """The flagged keys computed once, now, and held on the driver (a few keys; None when there are none): no
+    cached copy left behind for the stage to release."""
+    rows = flagged.collect()
+    return flagged.sparkSession.createDataFrame(rows, flagged.schema) if rows else None
 
 
 def flag_bots(bots: dict, labelled: DataFrame, ts: Column, event_type: Column) -> DataFrame:
@@ -120,20 +121,22 @@ def flag_bots(bots: dict, labelled: DataFrame, ts: Column, event_type: Column) -
     flags = []
     if limit is not None:
         busy = judged_now(valid.groupBy("_user").count().where(F.col("count") > limit).select("_user"))
-        if not busy.isEmpty():  # most batches: no user has even `limit` events in the whole batch
+        if busy is not None:  # most batches: no user has even `limit` events in the whole batch
             peaks = peak_events_per_minute(valid.join(F.broadcast(busy), "_user", "left_semi")
                                            .withColumn("_second", F.col("_ts").cast("long")))
             flagged = judged_now(peaks.where(F.col("_peak") > limit).select("_user", F.lit(True).alias("_bot")))
-            keyed = keyed.join(F.broadcast(flagged), "_user", "left")
-            flags.append(("bot_rate", F.col("_bot")))
+            if flagged is not None:
+                keyed = keyed.join(F.broadcast(flagged), "_user", "left")
+                flags.append(("bot_rate", F.col("_bot")))
     if funnel:
         first = lambda kind: F.min(F.when(F.col("_type") == kind, F.col("_ts")))  # noqa: E731
         forged = judged_now(valid.where((F.col("_session") != "") & F.col("_type").isin("view", "purchase"))
                             .groupBy("_session", "_item").agg(first("view").alias("v"), first("purchase").alias("p"))
                             .where(F.col("p") < F.col("v")).select("_session").distinct()
                             .withColumn("_forged", F.lit(True)))
-        keyed = keyed.join(F.broadcast(forged), "_session", "left")
-        flags.append(("impossible_funnel", F.col("_forged")))
+        if forged is not None:
+            keyed = keyed.join(F.broadcast(forged), "_session", "left")
+            flags.append(("impossible_funnel", F.col("_forged")))
     return keyed.withColumn("_rule", F.coalesce(F.col("_rule"), first_failed_rule(flags))).drop(
         "_user", "_session", "_bot", "_forged")
 
@@ -149,6 +152,7 @@ def normalised_event_type(conf: dict) -> Column:
 # An event is its user, item, time and type: the dedupe and the silver MERGE match on these columns, exactly.
 # event_id is a compact 64-bit hash of them, an id for analysts and tie-breaks, never trusted to be collision-free.
 EVENT_NATURAL_KEY = ("user_id", "item_id", "ts", "event_type")
+SILVER_ORDER = ("user_id", "ts")  # silver.events' layout within a file: each user's rows together, in time order
 
 
 def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -169,11 +173,11 @@ def clean_events(ctx: RunContext, key: bytes, batches: list[str]) -> tuple[DataF
     )
     # One shuffle by user: the dedupe on the natural key reuses it, and each user's rows end up together and in
     # time order, so the repeated 64-character pseudonym and the timestamps compress to a few bytes a row. The
-    # dedupe sorts by its key (user, time first), which is that order already: no second sort.
+    # dedupe sorts by its key, put in that order, so the layout needs no second sort.
     silver = (
         good.repartition("user_id")
-        .dropDuplicates(["user_id", "ts", "item_id", "event_type"])
-        .sortWithinPartitions("user_id", "ts")
+        .dropDuplicates([*SILVER_ORDER, *(column for column in EVENT_NATURAL_KEY if column not in SILVER_ORDER)])
+        .sortWithinPartitions(*SILVER_ORDER)
         .withColumn("user_key", hmac_sha256_hex(F.col("user_id"), key))
         .withColumn("event_id", F.xxhash64(*EVENT_NATURAL_KEY))
         .select("event_id", "user_key", "item_id", "event_type", "ts", "rating", "review_text", "session_id",

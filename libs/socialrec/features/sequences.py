@@ -64,8 +64,7 @@ STEP_STARTS = "filter(sequence(0, size(_e) - 1), i -> CASE WHEN i = 0 THEN true 
 STEPS = """transform(_starts, (s, k) -> named_struct(
     'item_idx', _e[s].item_idx,
     'ts', _e[s].ts,
-    'event_type', array_max(transform(slice(_e, s + 1, coalesce(try_element_at(_starts, k + 2), size(_e)) - s),
-                                      x -> named_struct('strength', x.strength, 'code', x.code))).code))"""
+    'event_type', array_max(slice(_e, s + 1, coalesce(try_element_at(_starts, k + 2), size(_e)) - s).kind).code))"""
 # Log-scaled minutes since the previous step, 1 for a user's first step (0 stays the padding code).
 GAPS = """transform(_steps, (s, k) -> CASE WHEN k = 0 THEN 1 ELSE cast(1 + least(20, floor(log2(
     1 + (cast(s.ts AS long) - cast(_steps[k - 1].ts AS long)) / 60.0))) AS int) END)"""
@@ -83,8 +82,9 @@ def user_histories(events: DataFrame, index: DataFrame, conf: dict, existing: Da
     user's rows together) and collapsed into steps with array expressions, in the JVM; the item index, small,
     is broadcast."""
     min_steps = conf["features"]["min_events_per_user"]
-    event = F.struct(F.col("ts"), F.col("event_id"), F.col("item_idx"), event_strength(conf).alias("strength"),
-                     event_type_code(conf).alias("code"), (F.col("event_type") == "purchase").alias("bought"))
+    kind = F.struct(event_strength(conf).alias("strength"), event_type_code(conf).alias("code"))  # strongest wins
+    event = F.struct(F.col("ts"), F.col("event_id"), F.col("item_idx"), kind.alias("kind"),
+                     (F.col("event_type") == "purchase").alias("bought"))
     users = (
         events.join(F.broadcast(index.select("item_id", "item_idx")), "item_id")
         .groupBy("user_key").agg(F.array_sort(F.collect_list(event)).alias("_e"))
