@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from socialrec.features.collaborative import fit_als, interaction_pairs, item_factor_table
+import pandas as pd
+
+from socialrec.features.collaborative import fit_als, interaction_pairs, item_factor_table, search_als_params
 from socialrec.model.recommender import SocialSequenceRecommender
 
 SEQUENCES = "user_idx int, items array<int>, valid_item int, test_item int"
@@ -54,6 +56,26 @@ def test_factors_separate_taste_clusters_and_leave_unseen_items_empty(spark, con
     within = np.where(own_cluster & ~np.eye(12, dtype=bool), cosine, 0).sum(axis=1) / 5
     across = np.where(~own_cluster, cosine, 0).sum(axis=1) / 6
     assert (within > across + 0.2).all(), (within, across)  # every item is closer to its own cluster
+
+
+def test_the_als_search_keeps_the_settings_that_rank_the_validation_items_best(spark, conf):
+    """Two taste clusters; each user's validation item is from their own cluster. Factors regularised to nothing
+    (reg 1e4) tie every item, so the validation item ranks last (NDCG 0); sensible factors find it. The search
+    must score both on the validation items alone and keep the better one."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for user in range(1, 61):
+        cluster = np.arange(1, 9) if user % 2 else np.arange(9, 17)
+        items = [int(i) for i in rng.permutation(cluster)[:6]]
+        rows.append((user, items, items[-2], items[-1]))
+    sequences = spark.createDataFrame(rows, SEQUENCES)
+    valid = pd.DataFrame(rows, columns=["user_idx", "items", "valid_item", "test_item"])
+    params = {**conf["model"]["cf_factors"], "rank": 4, "blocks": 2}
+    candidates = [{"rank": 2, "reg": 1e4}, {"rank": 4, "reg": 0.05}]
+    chosen, trials = search_als_params(sequences, 16, params, candidates, valid, k=10)
+    assert [trial["settings"] for trial in trials] == candidates
+    assert trials[0]["ndcg@10"] == 0.0 and trials[1]["ndcg@10"] > 0.3
+    assert chosen == {**params, **candidates[1]}
 
 
 def test_the_models_fold_in_reproduces_the_users_als_factors(spark, conf):

@@ -77,6 +77,12 @@ def test_the_cf_model_is_calibrated_then_its_als_term_refitted_on_the_validation
     # The transformer keeps the factors it was trained on; the ALS term's saw the validation steps too.
     assert model.als_term_factors.shape == model.cf_embeddings.shape
     assert not torch.equal(model.als_term_factors, model.cf_embeddings)
+    # The ALS settings were chosen on validation among model.cf_factors.search, and the model was built with them.
+    trials = report.stages["train"]["cf_search"]
+    assert [trial["settings"] for trial in trials] == conf["model"]["cf_factors"]["search"]
+    chosen = max(trials, key=lambda trial: trial["ndcg@10"])["settings"]
+    assert model.cf_embeddings.shape[1] == chosen["rank"] == meta["model_conf"]["cf_factors"]["rank"]
+    assert meta["model_conf"]["cf_factors"]["reg"] == chosen["reg"]
 
 
 @pytest.mark.slow

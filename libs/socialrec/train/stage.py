@@ -27,16 +27,29 @@ def text_matrix(ctx: RunContext, n_items: int) -> np.ndarray | None:
     return matrix
 
 
-def cf_matrix(ctx: RunContext, n_items: int, with_validation: bool = False) -> np.ndarray | None:
+def cf_matrix(ctx: RunContext, conf: dict, n_items: int, with_validation: bool = False) -> np.ndarray | None:
     """Collaborative item factors fitted on the training steps (also on the validation steps with
     `with_validation`), when any variant trained in this run uses them."""
     from socialrec.features.collaborative import item_factor_table
 
-    if not any_variant_uses(ctx.conf, "use_cf"):
+    if not any_variant_uses(conf, "use_cf"):
         return None
-    params = ctx.conf["model"]["cf_factors"]
+    params = conf["model"]["cf_factors"]
     return item_factor_table(ctx.lake.read("gold.user_sequences"), n_items,
                              {**params, "with_validation": with_validation or params.get("with_validation")})
+
+
+def searched_cf_settings(ctx: RunContext, conf: dict, n_items: int, valid) -> tuple[dict, list[dict] | None]:
+    """`conf` with the ALS settings that model.cf_factors.search chose on the validation users (unchanged when
+    no search is set or no variant uses the cf component), and the search's trials."""
+    from socialrec.features.collaborative import search_als_params
+
+    params = conf["model"]["cf_factors"]
+    if not params.get("search") or not any_variant_uses(conf, "use_cf"):
+        return conf, None
+    chosen, trials = search_als_params(ctx.lake.read("gold.user_sequences"), n_items, params, params["search"],
+                                       valid, int(conf["train"]["valid_k"]))
+    return deep_merge(conf, {"model": {"cf_factors": {key: chosen[key] for key in ("rank", "reg", "alpha")}}}), trials
 
 
 def refit_als_term(checkpoint_dir: str, factors: np.ndarray) -> None:
@@ -121,22 +134,24 @@ def train(ctx: RunContext) -> dict:
         lake.read("gold.user_sequences").where(F.col("test_item") > 0)
         .orderBy(F.xxhash64("user_key", F.lit(conf["train"]["seed"])))
         .limit(conf["train"]["valid_users"])
-        .select("items", "event_types", "hours", "gaps", "test_item", "valid_item", "friend_items")
+        .select("user_idx", "items", "event_types", "hours", "gaps", "test_item", "valid_item", "friend_items")
         .toPandas()
     )
+    started = time.perf_counter()
+    conf, cf_search = searched_cf_settings(ctx, conf, n_items, valid)
     valid_inputs = build_inputs(valid.to_dict("records"), "train", conf["features"]["max_seq_len"])
     checkpoints = lake.directory("checkpoints_dir")
     train_files = lake.snapshot_files("gold.train_examples")
     absent = absent_inputs(lake)
     text = None if "use_text" in absent else text_matrix(ctx, n_items)
-    started = time.perf_counter()
-    cf = cf_matrix(ctx, n_items)
+    cf = cf_matrix(ctx, conf, n_items)
     cf_params = conf["model"]["cf_factors"]
-    refit = (cf_matrix(ctx, n_items, with_validation=True) if any_variant_uses(conf, "use_cf")
+    refit = (cf_matrix(ctx, conf, n_items, with_validation=True) if any_variant_uses(conf, "use_cf")
              and cf_params.get("refit_after_training") and not cf_params.get("with_validation") else None)
     cf_seconds = round(time.perf_counter() - started, 1)
     figures: dict = {"variants": {}, "absent_inputs": absent,
-                     **({"cf_fit_seconds": cf_seconds} if cf is not None else {})}
+                     **({"cf_fit_seconds": cf_seconds} if cf is not None else {}),
+                     **({"cf_search": cf_search} if cf_search else {})}
     published: dict = {}
     trained: dict[str, str] = {}  # the model settings of each variant trained so far -> its name
     for name, variant_conf in variant_confs(conf).items():
