@@ -139,11 +139,13 @@ def train(ctx: RunContext) -> dict:
     )
     started = time.perf_counter()
     conf, cf_search = searched_cf_settings(ctx, conf, n_items, valid)
+    cf_search_seconds = round(time.perf_counter() - started, 1)
     valid_inputs = build_inputs(valid.to_dict("records"), "train", conf["features"]["max_seq_len"])
     checkpoints = lake.directory("checkpoints_dir")
     train_files = lake.snapshot_files("gold.train_examples")
     absent = absent_inputs(lake)
     text = None if "use_text" in absent else text_matrix(ctx, n_items)
+    started = time.perf_counter()
     cf = cf_matrix(ctx, conf, n_items)
     cf_params = conf["model"]["cf_factors"]
     refit = (cf_matrix(ctx, conf, n_items, with_validation=True) if any_variant_uses(conf, "use_cf")
@@ -151,7 +153,7 @@ def train(ctx: RunContext) -> dict:
     cf_seconds = round(time.perf_counter() - started, 1)
     figures: dict = {"variants": {}, "absent_inputs": absent,
                      **({"cf_fit_seconds": cf_seconds} if cf is not None else {}),
-                     **({"cf_search": cf_search} if cf_search else {})}
+                     **({"cf_search": cf_search, "cf_search_seconds": cf_search_seconds} if cf_search else {})}
     published: dict = {}
     trained: dict[str, str] = {}  # the model settings of each variant trained so far -> its name
     for name, variant_conf in variant_confs(conf).items():
